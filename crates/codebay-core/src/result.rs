@@ -1,0 +1,463 @@
+//! From a session's tool result to the `CodeExecutionResult` a caller sees
+//! (DESIGN §1.1 and §2).
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::tool::McpToolResult;
+use crate::wire::{BackendOutput, MimeBundle};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CodeExecutionResult {
+    pub request_id: String,
+    pub success: bool,
+    pub result: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logs: Option<Logs>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub results: Option<Vec<CodeExecutionResultItem>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ExecutionError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub execution_time: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub execution_count: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Logs {
+    pub stdout: Vec<String>,
+    pub stderr: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ExecutionError {
+    pub name: String,
+    pub value: String,
+    pub traceback: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CodeExecutionResultItem {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub markdown: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub png: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jpeg: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub svg: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latex: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub json: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chart: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_main_result: Option<bool>,
+}
+
+/// MIME keys whose content is text, and the item field each fills.
+const TEXT_MIME: [(
+    &str,
+    fn(&mut CodeExecutionResultItem) -> &mut Option<String>,
+); 7] = [
+    ("text/plain", |i| &mut i.text),
+    ("text/html", |i| &mut i.html),
+    ("text/markdown", |i| &mut i.markdown),
+    ("image/png", |i| &mut i.png),
+    ("image/jpeg", |i| &mut i.jpeg),
+    ("image/svg+xml", |i| &mut i.svg),
+    ("text/latex", |i| &mut i.latex),
+];
+
+/// Chart specs, newest first: the first non-empty one wins.
+const CHART_MIME: [&str; 3] = [
+    "application/vnd.vegalite.v5+json",
+    "application/vnd.vegalite.v4+json",
+    "application/vnd.vega.v5+json",
+];
+
+impl CodeExecutionResult {
+    /// `callMcpTool` threw or rejected: the session never answered.
+    pub fn call_failed(reason: &str) -> Self {
+        CodeExecutionResult {
+            error_message: Some(format!("Failed to run code: {reason}")),
+            ..Default::default()
+        }
+    }
+
+    /// The session did not settle before the client-side deadline.
+    pub fn session_timed_out(waited_s: f64) -> Self {
+        CodeExecutionResult {
+            error_message: Some(format!(
+                "Failed to run code: the session did not answer within {waited_s} seconds"
+            )),
+            ..Default::default()
+        }
+    }
+
+    /// Applies every branch of DESIGN §1.1 to a tool result.
+    pub fn from_tool_result(tool: McpToolResult) -> Self {
+        let McpToolResult {
+            success,
+            data,
+            error_message,
+            request_id,
+        } = tool;
+        if success {
+            return match BackendOutput::parse(&data) {
+                Some(out) => from_backend(out, request_id, true),
+                None => plain_text(data, request_id),
+            };
+        }
+        if error_message.starts_with('{') {
+            if let Some(out) = BackendOutput::parse(&error_message) {
+                return from_backend(out, request_id, false);
+            }
+        }
+        CodeExecutionResult {
+            request_id,
+            error_message: Some(error_message),
+            ..Default::default()
+        }
+    }
+}
+
+fn plain_text(data: String, request_id: String) -> CodeExecutionResult {
+    CodeExecutionResult {
+        request_id,
+        success: true,
+        result: data.clone(),
+        logs: Some(Logs {
+            stdout: vec![data.clone()],
+            stderr: vec![],
+        }),
+        results: Some(vec![CodeExecutionResultItem {
+            text: Some(data),
+            is_main_result: Some(true),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    }
+}
+
+fn from_backend(out: BackendOutput, request_id: String, tool_success: bool) -> CodeExecutionResult {
+    let results: Vec<CodeExecutionResultItem> = out.result.iter().filter_map(parse_item).collect();
+    let error = match out.error {
+        Some(e) => Some(ExecutionError {
+            name: e.name,
+            value: e.value,
+            traceback: e.traceback,
+        }),
+        None if !out.execution_error.is_empty() => Some(ExecutionError {
+            name: "ExecutionError".into(),
+            value: out.execution_error.clone(),
+            traceback: String::new(),
+        }),
+        None => None,
+    };
+    let success = tool_success && error.is_none();
+    let error_message = (!success).then(|| match &error {
+        _ if !out.execution_error.is_empty() => out.execution_error.clone(),
+        Some(e) if e.value.is_empty() => e.name.clone(),
+        Some(e) => format!("{}: {}", e.name, e.value),
+        None => "the code did not run successfully".into(),
+    });
+    let result = results
+        .iter()
+        .find(|i| i.is_main_result == Some(true) && i.text.is_some())
+        .or_else(|| results.iter().find(|i| i.text.is_some()))
+        .and_then(|i| i.text.clone())
+        .unwrap_or_else(|| out.stdout.concat());
+    CodeExecutionResult {
+        request_id,
+        success,
+        result,
+        error_message,
+        logs: Some(Logs {
+            stdout: out.stdout,
+            stderr: out.stderr,
+        }),
+        results: Some(results),
+        error,
+        execution_time: out.execution_time,
+        execution_count: out.execution_count,
+    }
+}
+
+/// An item is a JSON-encoded bundle; an item that is not valid JSON is dropped.
+fn parse_item(raw: &Value) -> Option<CodeExecutionResultItem> {
+    let bundle: MimeBundle = match raw {
+        Value::String(s) => serde_json::from_str(s).ok()?,
+        Value::Object(map) => map.clone(),
+        _ => return None,
+    };
+    let mut item = CodeExecutionResultItem::default();
+    for (mime, field) in TEXT_MIME {
+        if let Some(Value::String(s)) = bundle.get(mime) {
+            if !s.is_empty() {
+                *field(&mut item) = Some(s.clone());
+            }
+        }
+    }
+    item.json = bundle
+        .get("application/json")
+        .filter(|v| !is_empty(v))
+        .cloned();
+    item.chart = CHART_MIME
+        .iter()
+        .filter_map(|m| bundle.get(*m))
+        .find(|v| !is_empty(v))
+        .cloned();
+    if let Some(Value::Bool(main)) = bundle.get("isMainResult") {
+        item.is_main_result = Some(*main);
+    }
+    Some(item)
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn tool(success: bool, data: &str, error_message: &str) -> McpToolResult {
+        McpToolResult {
+            success,
+            data: data.into(),
+            error_message: error_message.into(),
+            request_id: "req-1".into(),
+        }
+    }
+
+    fn backend(v: Value) -> String {
+        v.to_string()
+    }
+
+    #[test]
+    fn plain_text_data_becomes_one_main_text_result() {
+        let r = CodeExecutionResult::from_tool_result(tool(true, "hello", ""));
+        assert_eq!(r.request_id, "req-1");
+        assert!(r.success);
+        assert_eq!(r.result, "hello");
+        assert_eq!(r.error_message, None);
+        assert_eq!(
+            r.logs,
+            Some(Logs {
+                stdout: vec!["hello".into()],
+                stderr: vec![]
+            })
+        );
+        let items = r.results.unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].text.as_deref(), Some("hello"));
+        assert_eq!(items[0].is_main_result, Some(true));
+        let wire = serde_json::to_value(CodeExecutionResult::from_tool_result(tool(true, "x", "")))
+            .unwrap();
+        assert!(
+            wire.get("errorMessage").is_none(),
+            "no errorMessage key on success: {wire}"
+        );
+    }
+
+    #[test]
+    fn every_mime_type_maps_to_its_field() {
+        let bundle = json!({
+            "text/plain": "t", "text/html": "<b>h</b>", "text/markdown": "# m", "image/png": "UE5H",
+            "image/jpeg": "SlBH", "image/svg+xml": "<svg/>", "text/latex": "$x$",
+            "application/json": {"a": 1}, "application/vnd.vegalite.v4+json": {"mark": "bar"},
+            "isMainResult": true
+        });
+        let data = backend(json!({ "result": [bundle.to_string()] }));
+        let r = CodeExecutionResult::from_tool_result(tool(true, &data, ""));
+        let item = &r.results.unwrap()[0];
+        assert_eq!(item.text.as_deref(), Some("t"));
+        assert_eq!(item.html.as_deref(), Some("<b>h</b>"));
+        assert_eq!(item.markdown.as_deref(), Some("# m"));
+        assert_eq!(item.png.as_deref(), Some("UE5H"));
+        assert_eq!(item.jpeg.as_deref(), Some("SlBH"));
+        assert_eq!(item.svg.as_deref(), Some("<svg/>"));
+        assert_eq!(item.latex.as_deref(), Some("$x$"));
+        assert_eq!(item.json, Some(json!({"a": 1})));
+        assert_eq!(item.chart, Some(json!({"mark": "bar"})));
+        assert_eq!(item.is_main_result, Some(true));
+    }
+
+    #[test]
+    fn vegalite_v5_and_vega_v5_are_charts_too() {
+        for key in [
+            "application/vnd.vegalite.v5+json",
+            "application/vnd.vega.v5+json",
+        ] {
+            let data = backend(json!({ "result": [json!({ key: {"k": key} }).to_string()] }));
+            let r = CodeExecutionResult::from_tool_result(tool(true, &data, ""));
+            assert_eq!(
+                r.results.unwrap()[0].chart,
+                Some(json!({"k": key})),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_values_are_not_copied() {
+        let bundle =
+            json!({ "text/plain": "", "text/html": "", "application/json": null, "image/png": "" });
+        let data = backend(json!({ "result": [bundle.to_string()] }));
+        let item = CodeExecutionResult::from_tool_result(tool(true, &data, ""))
+            .results
+            .unwrap()[0]
+            .clone();
+        assert_eq!(item, CodeExecutionResultItem::default());
+    }
+
+    #[test]
+    fn invalid_items_are_dropped() {
+        let data = backend(json!({
+            "result": ["{not json", json!({"text/plain": "kept"}).to_string(), 5]
+        }));
+        let items = CodeExecutionResult::from_tool_result(tool(true, &data, ""))
+            .results
+            .unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].text.as_deref(), Some("kept"));
+    }
+
+    #[test]
+    fn result_text_prefers_main_then_first_then_stdout() {
+        let main = backend(json!({ "stdout": ["s"], "result": [
+            json!({"text/plain": "first"}).to_string(),
+            json!({"text/plain": "main", "isMainResult": true}).to_string(),
+        ]}));
+        assert_eq!(
+            CodeExecutionResult::from_tool_result(tool(true, &main, "")).result,
+            "main"
+        );
+        let first = backend(json!({ "stdout": ["s"], "result": [
+            json!({"text/html": "<p/>"}).to_string(), json!({"text/plain": "first"}).to_string(),
+        ]}));
+        assert_eq!(
+            CodeExecutionResult::from_tool_result(tool(true, &first, "")).result,
+            "first"
+        );
+        let stdout = backend(json!({ "stdout": ["a\n", "b\n"], "stderr": ["e"], "result": [] }));
+        let r = CodeExecutionResult::from_tool_result(tool(true, &stdout, ""));
+        assert_eq!(r.result, "a\nb\n");
+        assert_eq!(
+            r.logs,
+            Some(Logs {
+                stdout: vec!["a\n".into(), "b\n".into()],
+                stderr: vec!["e".into()]
+            })
+        );
+    }
+
+    #[test]
+    fn structured_error_is_mapped() {
+        let data = backend(json!({
+            "executionError": "NameError: name 'x' is not defined",
+            "error": {"name": "NameError", "value": "name 'x' is not defined", "traceback": "tb"},
+            "executionTime": 0.25, "executionCount": 4
+        }));
+        let r = CodeExecutionResult::from_tool_result(tool(false, "", &data));
+        assert!(!r.success);
+        assert_eq!(
+            r.error_message.as_deref(),
+            Some("NameError: name 'x' is not defined")
+        );
+        assert_eq!(
+            r.error,
+            Some(ExecutionError {
+                name: "NameError".into(),
+                value: "name 'x' is not defined".into(),
+                traceback: "tb".into()
+            })
+        );
+        assert_eq!(r.execution_time, Some(0.25));
+        assert_eq!(r.execution_count, Some(4));
+    }
+
+    #[test]
+    fn execution_error_without_structure_becomes_execution_error() {
+        let data = backend(json!({ "executionError": "boom" }));
+        let r = CodeExecutionResult::from_tool_result(tool(false, "", &data));
+        assert_eq!(
+            r.error,
+            Some(ExecutionError {
+                name: "ExecutionError".into(),
+                value: "boom".into(),
+                traceback: String::new()
+            })
+        );
+        assert_eq!(r.error_message.as_deref(), Some("boom"));
+    }
+
+    #[test]
+    fn json_error_message_forces_failure_even_without_an_error() {
+        let data = backend(json!({ "stdout": ["partial"] }));
+        let r = CodeExecutionResult::from_tool_result(tool(false, "", &data));
+        assert!(!r.success);
+        assert_eq!(r.result, "partial");
+        assert!(r.error_message.is_some());
+    }
+
+    #[test]
+    fn success_with_an_execution_error_is_a_failure() {
+        let data = backend(json!({ "executionError": "bad" }));
+        let r = CodeExecutionResult::from_tool_result(tool(true, &data, ""));
+        assert!(!r.success);
+    }
+
+    #[test]
+    fn plain_failure_keeps_the_message() {
+        let r = CodeExecutionResult::from_tool_result(tool(false, "ignored", "quota exceeded"));
+        assert_eq!(
+            r,
+            CodeExecutionResult {
+                request_id: "req-1".into(),
+                success: false,
+                result: String::new(),
+                error_message: Some("quota exceeded".into()),
+                ..Default::default()
+            }
+        );
+        // A '{' that is not JSON stays a plain message.
+        let r = CodeExecutionResult::from_tool_result(tool(false, "", "{oops"));
+        assert_eq!(r.error_message.as_deref(), Some("{oops"));
+        assert_eq!(r.logs, None);
+    }
+
+    #[test]
+    fn call_failure_and_deadline_have_empty_request_ids() {
+        let r = CodeExecutionResult::call_failed("network down");
+        assert_eq!(
+            r.error_message.as_deref(),
+            Some("Failed to run code: network down")
+        );
+        assert_eq!(r.request_id, "");
+        assert!(!r.success);
+        let r = CodeExecutionResult::session_timed_out(31.0);
+        assert!(r
+            .error_message
+            .unwrap()
+            .contains("did not answer within 31 seconds"));
+    }
+}

@@ -1,0 +1,100 @@
+//! The backend JSON a session puts in a successful `run_code` tool result's `data`
+//! (DESIGN §2). The local engine writes it; [`crate::result`] reads it from any backend.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// One output of a run: MIME type → content, plus `isMainResult`.
+pub type MimeBundle = Map<String, Value>;
+
+/// Every field defaults, because remote backends omit what they do not have.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BackendOutput {
+    pub stdout: Vec<String>,
+    pub stderr: Vec<String>,
+    /// Each item a JSON-encoded [`MimeBundle`]; kept as raw values when reading, since
+    /// a backend may send an item that is not valid JSON (it is then dropped).
+    pub result: Vec<Value>,
+    pub execution_error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub execution_time: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub execution_count: Option<u64>,
+    /// Our extension: the structured error. AgentBay's parser ignores it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<WireError>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WireError {
+    pub name: String,
+    pub value: String,
+    pub traceback: String,
+}
+
+impl BackendOutput {
+    /// Reads `data` when it is a JSON object; anything else is plain text, not backend JSON.
+    pub fn parse(data: &str) -> Option<BackendOutput> {
+        let value: Value = serde_json::from_str(data).ok()?;
+        if !value.is_object() {
+            return None;
+        }
+        serde_json::from_value(value).ok()
+    }
+
+    /// The bundles encoded the way the wire carries them: one JSON string each.
+    pub fn encode_results(bundles: &[MimeBundle]) -> Vec<Value> {
+        bundles
+            .iter()
+            .map(|b| Value::String(Value::Object(b.clone()).to_string()))
+            .collect()
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a BackendOutput is always serialisable")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn missing_fields_default() {
+        let out = BackendOutput::parse(r#"{"stdout":["a"]}"#).unwrap();
+        assert_eq!(out.stdout, vec!["a"]);
+        assert!(out.result.is_empty());
+        assert_eq!(out.execution_error, "");
+        assert_eq!(out.error, None);
+    }
+
+    #[test]
+    fn non_objects_are_not_backend_json() {
+        for data in ["42", "\"text\"", "[1]", "not json", ""] {
+            assert_eq!(BackendOutput::parse(data), None, "{data:?}");
+        }
+    }
+
+    #[test]
+    fn round_trips_with_the_wire_key_names() {
+        let mut bundle = MimeBundle::new();
+        bundle.insert("text/plain".into(), json!("2"));
+        bundle.insert("isMainResult".into(), json!(true));
+        let out = BackendOutput {
+            stdout: vec!["hi\n".into()],
+            result: BackendOutput::encode_results(&[bundle]),
+            execution_time: Some(0.5),
+            execution_count: Some(3),
+            ..Default::default()
+        };
+        let text = out.to_json();
+        let raw: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(raw["executionError"], json!(""));
+        assert_eq!(raw["executionCount"], json!(3));
+        assert!(raw["result"][0].is_string());
+        assert_eq!(BackendOutput::parse(&text), Some(out));
+    }
+}
