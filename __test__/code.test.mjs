@@ -217,3 +217,18 @@ test('a script using Code exits by itself', () => {
   assert.equal(child.status, 0, child.stderr)
   assert.equal(child.stdout.trim(), 'done')
 })
+
+test('a session promise collected without settling fails at once with a clear message', () => {
+  const script = `
+    const { Code } = require(${JSON.stringify(fileURLToPath(new URL('../index.js', import.meta.url)))})
+    const session = { callMcpTool: () => new Promise(() => {}), getAPIKey: () => '', getSessionId: () => 's' }
+    new Code(session).runCode('1', 'python', 1).then((r) => console.log(JSON.stringify(r)))
+    const pump = setInterval(() => gc(), 10)
+    setTimeout(() => clearInterval(pump), 3000).unref()
+  `
+  const child = spawnSync(process.execPath, ['--expose-gc', '-e', script], { timeout: 20_000, encoding: 'utf8' })
+  assert.equal(child.status, 0, child.stderr)
+  const r = JSON.parse(child.stdout)
+  assert.equal(r.success, false)
+  assert.match(r.errorMessage, /^Failed to run code: the session's promise was garbage-collected without settling/)
+})

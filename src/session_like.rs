@@ -23,10 +23,21 @@ pub enum ToolReply {
     Ready(LooseToolResult),
 }
 
+/// What napi reports when a promise was garbage-collected before it settled: nothing
+/// can resolve it any more, so waiting for the deadline would only waste the caller's time.
+const DROPPED_PROMISE: &str = "oneshot canceled";
+
 impl ToolReply {
+    /// The inner `Err(String)` is a session answer that is not a tool result.
     pub async fn settle(self) -> Result<std::result::Result<codebay_core::McpToolResult, String>> {
         match self {
-            ToolReply::Pending(p) => Ok(p.await?.0),
+            ToolReply::Pending(p) => match p.await {
+                Ok(v) => Ok(v.0),
+                Err(e) if e.reason == DROPPED_PROMISE => Ok(Err(
+                    "the session's promise was garbage-collected without settling, so it can never answer".into(),
+                )),
+                Err(e) => Err(e),
+            },
             ToolReply::Ready(v) => Ok(v.0),
         }
     }
