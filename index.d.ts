@@ -35,6 +35,31 @@ export declare class Code {
   runCode(code: string, language: string, timeoutS?: number): Promise<CodeExecutionResult>
 }
 
+/** One isolated sandbox on this machine, with a stateful Python and JavaScript context. */
+export declare class LocalSession {
+  /**
+   * Builds a sandbox. Rejects, naming the missing piece, if the kernel lacks what
+   * isolation needs: code never runs unisolated.
+   */
+  static create(options?: LocalSessionOptions | undefined | null): Promise<LocalSession>
+  /** A `Code` that runs in this session without a hop through JavaScript. */
+  get code(): Code
+  /**
+   * The session as a tool server: `run_code` with `{ code, language, timeout_s }`.
+   * Never rejects: unknown tools and bad arguments give `success: false`.
+   */
+  callMcpTool(toolName: string, args: any, autoGenSession?: boolean): Promise<McpToolResult>
+  /** `''`: a local session needs no key. */
+  getAPIKey(): string
+  /** Unique, stable for the session's life. */
+  getSessionId(): string
+  /**
+   * Kills every process of the session and removes its cgroups and workspace.
+   * Idempotent; afterwards every call answers with a failure.
+   */
+  close(): Promise<void>
+}
+
 /** The structured error of a run that raised, timed out or was killed. */
 export interface CodeExecutionError {
   name: string
@@ -79,6 +104,34 @@ export interface CodeExecutionResultItem {
   chart?: any
   /** True for the value of the cell's last expression. */
   isMainResult?: boolean
+}
+
+/** Options of `LocalSession.create()`. Every field is optional. */
+export interface LocalSessionOptions {
+  /** Memory of the whole session (all its processes and its tmpfs files). Default 512 MiB. */
+  memoryBytes?: number
+  /** Processes and threads of the session at once. Default 64. */
+  maxProcesses?: number
+  /** CPU quota in cores (e.g. 0.5). Default: all cores. */
+  cpuCores?: number
+  /**
+   * Share the host's network (all its interfaces and loopback services). Default false:
+   * an empty network namespace and no TCP connect or bind.
+   */
+  network?: boolean
+  /**
+   * Variables added to the code's environment (which otherwise holds only PATH, HOME,
+   * LANG, USER and PYTHONUNBUFFERED).
+   */
+  env?: Record<string, string>
+  /** Size of the writable workspace `/home/user`. Default 512 MiB. */
+  workspaceBytes?: number
+  /** Size of `/tmp`. Default 256 MiB. */
+  tmpBytes?: number
+  /** Output kept per stream per run; the rest is counted and dropped. Default 10 MiB. */
+  outputLimitBytes?: number
+  /** The python3 to use (resolved past shims such as pyenv's). Default: `python3` on PATH. */
+  python?: string
 }
 
 /** What every session returns from a tool call (AgentBay's McpToolResult). */

@@ -5,13 +5,30 @@ use napi_derive::napi;
 
 use codebay_core::{RequestError, RunRequest};
 
+use crate::local_session::LocalSession;
 use crate::session_like::CallMcpTool;
 use crate::types::CodeExecutionResult;
 
 /// Runs code in a session: `new Code(session).runCode(code, language, timeoutS?)`.
 #[napi]
 pub struct Code {
-    call_mcp_tool: std::sync::Arc<CallMcpTool>,
+    session: Backend,
+}
+
+/// Where runs go: a local session is called in Rust directly; any other session
+/// through its JavaScript `callMcpTool`.
+#[derive(Clone)]
+enum Backend {
+    Local(std::sync::Arc<codebay_core::LocalSession>),
+    JavaScript(std::sync::Arc<CallMcpTool>),
+}
+
+impl Code {
+    pub(crate) fn local(session: std::sync::Arc<codebay_core::LocalSession>) -> Code {
+        Code {
+            session: Backend::Local(session),
+        }
+    }
 }
 
 #[napi]
@@ -20,6 +37,13 @@ impl Code {
     /// a session of AgentBay's own SDK). Throws a `TypeError` if there is none.
     #[napi(constructor, ts_args_type = "session: SessionLike")]
     pub fn new(env: &Env, session: Unknown) -> Result<Self> {
+        if LocalSession::instance_of(env, &session)? {
+            // SAFETY: instance_of just confirmed the value wraps a LocalSession.
+            let local = unsafe {
+                ClassInstance::<LocalSession>::from_napi_value(env.raw(), session.raw())?
+            };
+            return Ok(Code::local(local.inner.clone()));
+        }
         let kind = session.get_type()?;
         if kind != ValueType::Object && kind != ValueType::Function {
             return throw_type_error(
@@ -52,7 +76,7 @@ impl Code {
             .weak::<true>()
             .build()?;
         Ok(Code {
-            call_mcp_tool: std::sync::Arc::new(call_mcp_tool),
+            session: Backend::JavaScript(std::sync::Arc::new(call_mcp_tool)),
         })
     }
 
@@ -75,13 +99,21 @@ impl Code {
             Ok(request) => request,
             Err(err) => return reject(env, err),
         };
-        let call_mcp_tool = self.call_mcp_tool.clone();
+        let session = self.session.clone();
         env.spawn_future(async move {
             let deadline = request.session_deadline();
             let call = async {
-                let args = FnArgs::from(("run_code".to_owned(), request.tool_args(), false));
-                let reply = call_mcp_tool.call_async_catch(args).await?;
-                reply.settle().await
+                match session {
+                    Backend::Local(local) => {
+                        Ok(Ok(local.call_tool("run_code", &request.tool_args()).await))
+                    }
+                    Backend::JavaScript(call_mcp_tool) => {
+                        let args =
+                            FnArgs::from(("run_code".to_owned(), request.tool_args(), false));
+                        let reply = call_mcp_tool.call_async_catch(args).await?;
+                        reply.settle().await
+                    }
+                }
             };
             let result = match tokio::time::timeout(deadline, call).await {
                 Err(_) => {

@@ -6,12 +6,14 @@
 //! - [`wire`]: the backend JSON carried in a successful tool result's `data` (DESIGN §2).
 //! - [`result`]: turning a tool result into a `CodeExecutionResult` (DESIGN §1.1, §2).
 
+pub mod local;
 pub mod request;
 pub mod result;
 pub mod tool;
 pub mod wire;
 
+pub use local::{LocalSession, SessionError, SessionOptions};
 pub use request::{Language, RequestError, RunRequest, DEFAULT_TIMEOUT_S};
 pub use result::{CodeExecutionResult, CodeExecutionResultItem, ExecutionError, Logs};
 pub use tool::McpToolResult;
-pub use wire::{BackendOutput, MimeBundle};
+pub use wire::{BackendOutput, MimeBundle, WireError};

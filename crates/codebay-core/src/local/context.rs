@@ -1,0 +1,245 @@
+//! One interpreter (a driver process inside the sandbox) and the runs it serves:
+//! request out, stdout/stderr captured, one reply back (docs/internals.md §4).
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::json;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio::time::Instant;
+
+use super::output::CappedOutput;
+use super::sandbox::DriverFds;
+use crate::wire::{MimeBundle, WireError};
+
+/// After the interrupt, how long a run gets to stop by itself before it is killed.
+pub const INTERRUPT_GRACE: Duration = Duration::from_secs(1);
+/// A reply larger than this is not a reply: the interpreter is treated as broken.
+const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
+
+/// What the driver answers for one run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DriverReply {
+    pub id: Option<u64>,
+    #[serde(default)]
+    pub ok: bool,
+    #[serde(default)]
+    pub execution_count: Option<u64>,
+    #[serde(default)]
+    pub results: Vec<MimeBundle>,
+    #[serde(default)]
+    pub error: Option<WireError>,
+}
+
+/// How a run ended, seen from outside the interpreter.
+#[derive(Debug)]
+pub enum RunEnd {
+    /// The driver answered (possibly after the interrupt, when `interrupted`).
+    Replied {
+        reply: DriverReply,
+        interrupted: bool,
+    },
+    /// The deadline passed and the interpreter did not stop within the grace: killed.
+    KilledAfterTimeout,
+    /// The interpreter exited, or closed or garbled its reply channel; `why` says which.
+    Broken { why: String },
+}
+
+pub struct RunOutcome {
+    pub end: RunEnd,
+    pub stdout: CappedOutput,
+    pub stderr: CappedOutput,
+    pub elapsed: Duration,
+}
+
+pub struct Context {
+    pub pid: i64,
+    request: pipe::Sender,
+    reply: pipe::Receiver,
+    stdout: pipe::Receiver,
+    stderr: pipe::Receiver,
+    pidfd: AsyncFd<OwnedFd>,
+    reply_buf: Vec<u8>,
+    /// False once the interpreter is known to be dead or unusable.
+    pub alive: bool,
+}
+
+impl Context {
+    pub fn new(fds: DriverFds) -> std::io::Result<Context> {
+        super::sandbox::set_nonblocking(fds.pidfd.as_raw_fd())?;
+        Ok(Context {
+            pid: fds.pid,
+            request: pipe::Sender::from_owned_fd(fds.request_w)?,
+            reply: pipe::Receiver::from_owned_fd(fds.reply_r)?,
+            stdout: pipe::Receiver::from_owned_fd(fds.stdout_r)?,
+            stderr: pipe::Receiver::from_owned_fd(fds.stderr_r)?,
+            pidfd: super::sandbox::register(fds.pidfd)?,
+            reply_buf: Vec::new(),
+            alive: true,
+        })
+    }
+
+    /// Runs `code`; at `timeout` the run is interrupted (SIGINT), and killed if it has
+    /// not answered `INTERRUPT_GRACE` later. Output past `cap` bytes a stream is counted
+    /// and dropped.
+    pub async fn run(&mut self, code: &str, timeout: Duration, cap: usize) -> RunOutcome {
+        let started = Instant::now();
+        let mut stdout = CappedOutput::new(cap);
+        let mut stderr = CappedOutput::new(cap);
+        // Unpredictable, so that a reply can only come from the driver that read the request.
+        let id = random_id();
+        let line = json!({ "id": id, "code": code, "timeoutMs": timeout.as_millis() as u64 })
+            .to_string()
+            + "\n";
+        let end = match self
+            .exchange(
+                id,
+                line.as_bytes(),
+                started + timeout,
+                &mut stdout,
+                &mut stderr,
+            )
+            .await
+        {
+            end @ RunEnd::Replied { .. } => end,
+            other => {
+                self.alive = false;
+                other
+            }
+        };
+        self.drain(&mut stdout, &mut stderr);
+        RunOutcome {
+            end,
+            stdout,
+            stderr,
+            elapsed: started.elapsed(),
+        }
+    }
+
+    async fn exchange(
+        &mut self,
+        id: u64,
+        request: &[u8],
+        deadline: Instant,
+        stdout: &mut CappedOutput,
+        stderr: &mut CappedOutput,
+    ) -> RunEnd {
+        if !self.alive {
+            return RunEnd::Broken {
+                why: "the interpreter had already stopped".into(),
+            };
+        }
+        // Written concurrently with reading: a request bigger than the pipe buffer must
+        // not wait on a driver that is itself blocked writing output.
+        let mut to_write = request;
+        let mut out_buf = vec![0u8; 64 * 1024];
+        let mut err_buf = vec![0u8; 64 * 1024];
+        let mut reply_chunk = vec![0u8; 64 * 1024];
+        let (mut out_open, mut err_open) = (true, true);
+        let mut interrupted_at: Option<Instant> = None;
+        loop {
+            if let Some(line) = self.take_reply_line() {
+                return match serde_json::from_slice::<DriverReply>(&line) {
+                    Ok(reply) if reply.id == Some(id) => RunEnd::Replied {
+                        reply,
+                        interrupted: interrupted_at.is_some(),
+                    },
+                    Ok(_) => RunEnd::Broken {
+                        why: "the interpreter's reply channel carried a reply to another request"
+                            .into(),
+                    },
+                    Err(_) => RunEnd::Broken {
+                        why:
+                            "the interpreter's reply channel carried something that is not a reply"
+                                .into(),
+                    },
+                };
+            }
+            if self.reply_buf.len() > MAX_REPLY_BYTES {
+                return RunEnd::Broken {
+                    why: "the interpreter's reply was larger than 64 MiB".into(),
+                };
+            }
+            let kill_at = interrupted_at.map(|t| t + INTERRUPT_GRACE);
+            tokio::select! {
+                written = self.request.write(to_write), if !to_write.is_empty() => match written {
+                    Ok(n) => to_write = &to_write[n..],
+                    Err(e) => return RunEnd::Broken { why: format!("the interpreter stopped reading requests ({e})") },
+                },
+                n = self.stdout.read(&mut out_buf), if out_open => match n {
+                    Ok(0) | Err(_) => out_open = false,
+                    Ok(n) => stdout.push(&out_buf[..n]),
+                },
+                n = self.stderr.read(&mut err_buf), if err_open => match n {
+                    Ok(0) | Err(_) => err_open = false,
+                    Ok(n) => stderr.push(&err_buf[..n]),
+                },
+                n = self.reply.read(&mut reply_chunk) => match n {
+                    // Dying of the interrupt (e.g. still starting up) is still the timeout.
+                    Ok(0) | Err(_) if interrupted_at.is_some() => return RunEnd::KilledAfterTimeout,
+                    Ok(0) | Err(_) => return RunEnd::Broken { why: "the interpreter exited or closed its reply channel".into() },
+                    Ok(n) => self.reply_buf.extend_from_slice(&reply_chunk[..n]),
+                },
+                _ = tokio::time::sleep_until(deadline), if interrupted_at.is_none() => {
+                    self.signal(libc::SIGINT);
+                    interrupted_at = Some(Instant::now());
+                },
+                _ = tokio::time::sleep_until(kill_at.unwrap_or(deadline)), if kill_at.is_some() => {
+                    self.signal(libc::SIGKILL);
+                    return RunEnd::KilledAfterTimeout;
+                },
+            }
+        }
+    }
+
+    fn take_reply_line(&mut self) -> Option<Vec<u8>> {
+        let end = self.reply_buf.iter().position(|&b| b == b'\n')?;
+        let rest = self.reply_buf.split_off(end + 1);
+        let mut line = std::mem::replace(&mut self.reply_buf, rest);
+        line.pop();
+        Some(line)
+    }
+
+    /// What the interpreter wrote before replying is already in the pipes: take it
+    /// without waiting (a background process may keep writing; that is the next run's).
+    fn drain(&mut self, stdout: &mut CappedOutput, stderr: &mut CappedOutput) {
+        let mut buf = vec![0u8; 64 * 1024];
+        for (pipe, out) in [(&self.stdout, stdout), (&self.stderr, stderr)] {
+            while let Ok(n) = pipe.try_read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                out.push(&buf[..n]);
+            }
+        }
+    }
+
+    /// Signals through the pidfd, which names exactly this process even if its pid
+    /// was reused, and works across the pid namespace.
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: pidfd_send_signal with a valid pidfd, a null siginfo and no flags.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.get_ref().as_raw_fd(),
+                signal,
+                std::ptr::null::<u8>(),
+                0,
+            );
+        }
+    }
+}
+
+fn random_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    // getrandom(2) never fails for 8 bytes once the pool is initialised; a zero id
+    // would still be correct, only guessable.
+    // SAFETY: the buffer is valid for 8 bytes.
+    unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), 8, 0) };
+    // JSON numbers above 2^53 lose precision in JavaScript: stay below it.
+    u64::from_le_bytes(bytes) >> 11
+}

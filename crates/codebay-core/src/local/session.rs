@@ -1,0 +1,453 @@
+//! `LocalSession`: a `run_code` tool server backed by one sandbox on this machine.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use super::context::{Context, RunEnd, RunOutcome};
+use super::interpreters::{self, InterpreterError};
+use super::sandbox::{Sandbox, SandboxConfig, SandboxError};
+use crate::request::{check_timeout, Language, RequestError, RunRequest};
+use crate::tool::McpToolResult;
+use crate::wire::{BackendOutput, WireError};
+
+const MIB: u64 = 1024 * 1024;
+
+/// What `LocalSession.create(options)` accepts, with the defaults of the issue.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    pub memory_bytes: u64,
+    pub max_processes: u32,
+    /// None: all cores.
+    pub cpu_cores: Option<f64>,
+    /// Off by default: the sandbox gets an empty network namespace.
+    pub network: bool,
+    pub env: BTreeMap<String, String>,
+    pub workspace_bytes: u64,
+    pub tmp_bytes: u64,
+    /// Per stream, per run.
+    pub output_cap_bytes: usize,
+    pub max_open_files: u64,
+    /// A python3 to resolve (default: `python3` on PATH, past any shim).
+    pub python: Option<PathBuf>,
+    /// Default: `node` on PATH; the addon passes the running Node.
+    pub node: Option<PathBuf>,
+    pub sandbox_binary: PathBuf,
+    pub runtimes_dir: PathBuf,
+}
+
+impl SessionOptions {
+    pub fn new(sandbox_binary: PathBuf, runtimes_dir: PathBuf) -> Self {
+        SessionOptions {
+            memory_bytes: 512 * MIB,
+            max_processes: 64,
+            cpu_cores: None,
+            network: false,
+            env: BTreeMap::new(),
+            workspace_bytes: 512 * MIB,
+            tmp_bytes: 256 * MIB,
+            output_cap_bytes: 10 * MIB as usize,
+            max_open_files: 1024,
+            python: None,
+            node: None,
+            sandbox_binary,
+            runtimes_dir,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Interpreter(#[from] InterpreterError),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error("invalid session option: {0}")]
+    Option(String),
+}
+
+pub struct LocalSession {
+    id: String,
+    sandbox: Sandbox,
+    /// One interpreter per language; the lock queues runs of a context in call order.
+    contexts: [Mutex<Option<Context>>; 2],
+    closed: AtomicBool,
+    requests: AtomicU64,
+    spawns: AtomicU64,
+    output_cap: usize,
+    memory_limit: u64,
+    max_processes: u32,
+    pids_events: Option<PathBuf>,
+}
+
+impl LocalSession {
+    pub async fn create(options: SessionOptions) -> Result<LocalSession, SessionError> {
+        check_options(&options)?;
+        let python = interpreters::python(options.python.as_deref())?;
+        let node = interpreters::node(options.node.as_deref())?;
+        let mut read_only_paths = python.read_only_paths.clone();
+        read_only_paths.extend(node.read_only_paths.iter().cloned());
+        let id = format!("cb-{:012x}", random_u64() & 0xffff_ffff_ffff);
+        let config = SandboxConfig {
+            session_id: id.clone(),
+            memory_bytes: options.memory_bytes,
+            max_processes: options.max_processes,
+            cpu_cores: options.cpu_cores,
+            network: options.network,
+            workspace_bytes: options.workspace_bytes,
+            tmp_bytes: options.tmp_bytes,
+            read_only_paths,
+            runtimes_dir: options.runtimes_dir.clone(),
+            python_executable: python.executable.clone(),
+            node_executable: node.executable.clone(),
+            env: options.env.clone(),
+            max_open_files: options.max_open_files,
+            max_file_bytes: options.workspace_bytes,
+        };
+        let sandbox = Sandbox::start(&options.sandbox_binary, &config).await?;
+        let pids_events = sandbox
+            .ready
+            .cgroup
+            .dirs
+            .iter()
+            .map(|d| d.join("pids.events"))
+            .find(|p| p.exists());
+        Ok(LocalSession {
+            id,
+            sandbox,
+            contexts: [Mutex::new(None), Mutex::new(None)],
+            closed: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
+            spawns: AtomicU64::new(0),
+            output_cap: options.output_cap_bytes,
+            memory_limit: options.memory_bytes,
+            max_processes: options.max_processes,
+            pids_events,
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// The session as a tool server: never fails, every problem is a failed result.
+    pub async fn call_tool(&self, name: &str, args: &Value) -> McpToolResult {
+        let request_id = format!(
+            "{}-{}",
+            self.id,
+            self.requests.fetch_add(1, Ordering::SeqCst) + 1
+        );
+        if self.is_closed() {
+            return McpToolResult::failed("The session is closed.".into(), request_id);
+        }
+        match name {
+            "run_code" => match run_code_request(args) {
+                Ok(request) => {
+                    let (success, output) = self.run(&request).await;
+                    if success {
+                        McpToolResult::ok(output.to_json(), request_id)
+                    } else {
+                        McpToolResult::failed(output.to_json(), request_id)
+                    }
+                }
+                Err(message) => McpToolResult::failed(message, request_id),
+            },
+            other => McpToolResult::failed(
+                format!("Unknown tool '{other}'. This session offers: run_code."),
+                request_id,
+            ),
+        }
+    }
+
+    /// Runs one request in its language's context; `true` when the code ran cleanly.
+    pub async fn run(&self, request: &RunRequest) -> (bool, BackendOutput) {
+        let slot = &self.contexts[request.language as usize];
+        let mut slot = slot.lock().await;
+        if self.is_closed() {
+            return failure("SessionClosed", "The session is closed.");
+        }
+        if slot.as_ref().is_none_or(|c| !c.alive) {
+            match self.start_context(request.language).await {
+                Ok(context) => *slot = Some(context),
+                Err(err) => {
+                    return failure(
+                        "SandboxError",
+                        &format!(
+                            "Could not start the {} interpreter: {err}",
+                            request.language
+                        ),
+                    )
+                }
+            }
+        }
+        let context = slot.as_mut().expect("a context was just put in the slot");
+        let oom_before = self.oom_kills();
+        let pids_before = self.pids_max_events();
+        let timeout = Duration::from_secs_f64(request.timeout_s);
+        let outcome = context.run(&request.code, timeout, self.output_cap).await;
+        let hit_memory = self.oom_kills() > oom_before;
+        let hit_pids = self.pids_max_events() > pids_before;
+        let output = self.describe(request, outcome, hit_memory, hit_pids);
+        // A context that broke, or whose children hit the process limit, is replaced:
+        // its whole process session goes, so the next run starts clean.
+        let context = slot.as_ref().expect("still there");
+        if !context.alive || hit_pids || hit_memory {
+            let pid = context.pid;
+            *slot = None;
+            let _ = self.sandbox.kill_group(pid).await;
+        }
+        if self.is_closed() {
+            return failure(
+                "SessionClosed",
+                "The session was closed while the code was running.",
+            );
+        }
+        output
+    }
+
+    async fn start_context(&self, language: Language) -> Result<Context, SandboxError> {
+        let id = self.spawns.fetch_add(1, Ordering::SeqCst) + 1;
+        let fds = self.sandbox.spawn(id, language).await?;
+        Context::new(fds).map_err(|e| SandboxError::Protocol(format!("driver descriptors: {e}")))
+    }
+
+    fn describe(
+        &self,
+        request: &RunRequest,
+        outcome: RunOutcome,
+        hit_memory: bool,
+        hit_pids: bool,
+    ) -> (bool, BackendOutput) {
+        let RunOutcome {
+            end,
+            stdout,
+            stderr,
+            elapsed,
+        } = outcome;
+        let language = request.language;
+        let lost = "; its state was lost and the next run starts a fresh interpreter";
+        let (reply, mut error) = match end {
+            RunEnd::Replied { reply, interrupted } => {
+                let error = if interrupted {
+                    Some(wire_error("TimeoutError", &format!("The run exceeded its timeout of {} s and was interrupted.", request.timeout_s)))
+                } else {
+                    reply.error.clone()
+                };
+                (Some(reply), error)
+            }
+            RunEnd::KilledAfterTimeout => (
+                None,
+                Some(wire_error(
+                    "TimeoutError",
+                    &format!("The run exceeded its timeout of {} s and did not stop when interrupted, so the {language} interpreter was killed{lost}.", request.timeout_s),
+                )),
+            ),
+            RunEnd::Broken { why } => (None, Some(wire_error("InterpreterExitError", &format!("The {language} interpreter stopped: {why}{lost}.")))),
+        };
+        if hit_memory {
+            error = Some(wire_error(
+                "MemoryError",
+                &format!(
+                    "The session ran out of memory (limit {} MiB) and a process was killed{}.",
+                    self.memory_limit / MIB,
+                    if reply.is_none() { lost } else { "" }
+                ),
+            ));
+        } else if hit_pids && error.is_some() {
+            let cause = error
+                .as_ref()
+                .map(|e| format!(" ({}: {})", e.name, e.value))
+                .unwrap_or_default();
+            error = Some(wire_error(
+                "ProcessLimitError",
+                &format!("The run reached the session's limit of {} processes{cause}; its processes were killed{lost}.", self.max_processes),
+            ));
+        }
+        let (out_dropped, err_dropped) = (stdout.dropped(), stderr.dropped());
+        if error.is_none() && (out_dropped > 0 || err_dropped > 0) {
+            let cap = self.output_cap as u64 / MIB;
+            error = Some(wire_error(
+                "OutputLimitError",
+                &format!("The run's output passed the cap of {cap} MiB per stream: the first {cap} MiB were kept, {out_dropped} bytes of stdout and {err_dropped} bytes of stderr were dropped."),
+            ));
+        }
+        let (results, execution_count) = match reply {
+            Some(r) => (r.results, r.execution_count),
+            None => (Vec::new(), None),
+        };
+        let execution_error = error
+            .as_ref()
+            .map(|e| format!("{}: {}", e.name, e.value))
+            .unwrap_or_default();
+        let output = BackendOutput {
+            stdout: stdout.into_chunks(),
+            stderr: stderr.into_chunks(),
+            result: BackendOutput::encode_results(&results),
+            execution_error,
+            execution_time: Some(elapsed.as_secs_f64()),
+            execution_count,
+            error,
+        };
+        (output.error.is_none(), output)
+    }
+
+    fn oom_kills(&self) -> u64 {
+        read_counter(&self.sandbox.ready.memory_events, "oom_kill")
+    }
+
+    fn pids_max_events(&self) -> u64 {
+        self.pids_events
+            .as_ref()
+            .map_or(0, |p| read_counter(p, "max"))
+    }
+
+    /// Kills every process, removes the cgroups and the workspace (a tmpfs of the
+    /// sandbox's own mount namespace). Idempotent.
+    pub async fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.sandbox.close().await;
+    }
+}
+
+fn check_options(o: &SessionOptions) -> Result<(), SessionError> {
+    if o.memory_bytes < 32 * MIB {
+        return Err(SessionError::Option(format!(
+            "memory must be at least 32 MiB, got {} bytes",
+            o.memory_bytes
+        )));
+    }
+    if o.max_processes < 4 {
+        return Err(SessionError::Option(format!(
+            "maxProcesses must be at least 4, got {}",
+            o.max_processes
+        )));
+    }
+    if let Some(c) = o.cpu_cores {
+        if !(c.is_finite() && c > 0.0) {
+            return Err(SessionError::Option(format!(
+                "cpuCores must be a number greater than 0, got {c}"
+            )));
+        }
+    }
+    if o.output_cap_bytes == 0 {
+        return Err(SessionError::Option(
+            "outputCapBytes must be greater than 0".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// `run_code` arguments as the tool receives them: checked here too, since a
+/// session may be called directly through `callMcpTool`, without `Code`.
+fn run_code_request(args: &Value) -> Result<RunRequest, String> {
+    let code = match args.get("code") {
+        Some(Value::String(c)) => c.clone(),
+        _ => return Err("run_code needs a string argument 'code'.".into()),
+    };
+    let language = match args.get("language") {
+        Some(Value::String(l)) => l.clone(),
+        _ => return Err("run_code needs a string argument 'language'.".into()),
+    };
+    let timeout = match args.get("timeout_s") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(n.as_f64().unwrap_or(f64::NAN)),
+        Some(other) => return Err(RequestError::InvalidTimeout(other.to_string()).to_string()),
+    };
+    let language = Language::parse(&language).map_err(|e| e.to_string())?;
+    let timeout_s = check_timeout(timeout).map_err(|e| e.to_string())?;
+    Ok(RunRequest {
+        code,
+        language,
+        timeout_s,
+    })
+}
+
+fn wire_error(name: &str, value: &str) -> WireError {
+    WireError {
+        name: name.into(),
+        value: value.into(),
+        traceback: String::new(),
+    }
+}
+
+fn failure(name: &str, value: &str) -> (bool, BackendOutput) {
+    let error = wire_error(name, value);
+    (
+        false,
+        BackendOutput {
+            execution_error: format!("{name}: {value}"),
+            error: Some(error),
+            ..Default::default()
+        },
+    )
+}
+
+/// Reads `key N` from a cgroup events file; a missing file counts as 0.
+fn read_counter(path: &std::path::Path, key: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                (k == key).then(|| v.trim().parse().ok()).flatten()
+            })
+        })
+        .unwrap_or(0)
+}
+
+pub(crate) fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: the buffer is valid for 8 bytes; a short read leaves zeros, still a valid id.
+    unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), 8, 0) };
+    u64::from_le_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn run_code_arguments_are_checked() {
+        let ok = run_code_request(&json!({"code": "1", "language": "PY", "timeout_s": 2})).unwrap();
+        assert_eq!((ok.language, ok.timeout_s), (Language::Python, 2.0));
+        assert_eq!(
+            run_code_request(&json!({"code": "1", "language": "js"}))
+                .unwrap()
+                .timeout_s,
+            60.0
+        );
+        assert!(run_code_request(&json!({"language": "py"}))
+            .unwrap_err()
+            .contains("'code'"));
+        assert!(run_code_request(&json!({"code": "1", "language": "ruby"}))
+            .unwrap_err()
+            .starts_with("Unsupported language: ruby."));
+        assert!(
+            run_code_request(&json!({"code": "1", "language": "py", "timeout_s": -1}))
+                .unwrap_err()
+                .contains("timeoutS")
+        );
+        assert!(
+            run_code_request(&json!({"code": "1", "language": "py", "timeout_s": "5"})).is_err()
+        );
+    }
+
+    #[test]
+    fn counters_are_read_by_key() {
+        let dir = std::env::temp_dir().join(format!("codebay-counter-{}", std::process::id()));
+        std::fs::write(&dir, "oom 3\noom_kill 2\nunder_oom 0\n").unwrap();
+        assert_eq!(read_counter(&dir, "oom_kill"), 2);
+        assert_eq!(read_counter(&dir, "max"), 0);
+        std::fs::remove_file(&dir).unwrap();
+        assert_eq!(read_counter(&dir, "oom_kill"), 0);
+    }
+}

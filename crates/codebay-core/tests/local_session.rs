@@ -1,0 +1,105 @@
+//! The local session end to end: the real helper binary and the real drivers.
+//! `cargo test --workspace` builds the helper before any test runs.
+
+use std::path::PathBuf;
+
+use codebay_core::{CodeExecutionResult, LocalSession, SessionOptions};
+use serde_json::json;
+
+fn options() -> SessionOptions {
+    // The test binary is target/<triple>/<profile>/deps/<name>; the helper sits one up.
+    let exe = std::env::current_exe().unwrap();
+    let helper = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("codebay-sandbox");
+    assert!(
+        helper.exists(),
+        "build the helper first: {}",
+        helper.display()
+    );
+    let runtimes = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../runtimes");
+    SessionOptions::new(helper, runtimes.canonicalize().unwrap())
+}
+
+async fn run(
+    session: &LocalSession,
+    code: &str,
+    language: &str,
+    timeout_s: f64,
+) -> CodeExecutionResult {
+    let tool = session
+        .call_tool(
+            "run_code",
+            &json!({ "code": code, "language": language, "timeout_s": timeout_s }),
+        )
+        .await;
+    CodeExecutionResult::from_tool_result(tool)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_and_javascript_run_and_keep_state() {
+    let session = LocalSession::create(options()).await.expect("create");
+    let r = run(&session, "x = 40\nprint(x + 2)", "python", 10.0).await;
+    assert!(r.success, "{r:?}");
+    assert_eq!(r.logs.unwrap().stdout, vec!["42\n"]);
+    let r = run(&session, "x * 2", "python", 10.0).await;
+    assert_eq!(r.result, "80");
+    let r = run(
+        &session,
+        "const y = 20; console.log(y + 1); y * 2",
+        "javascript",
+        10.0,
+    )
+    .await;
+    assert!(r.success, "{r:?}");
+    assert_eq!(r.result, "40");
+    assert_eq!(r.logs.unwrap().stdout, vec!["21\n"]);
+    let r = run(&session, "1/0", "python", 10.0).await;
+    assert!(!r.success);
+    assert_eq!(r.error.unwrap().name, "ZeroDivisionError");
+    session.close().await;
+    let r = run(&session, "1", "python", 10.0).await;
+    assert_eq!(r.error_message.as_deref(), Some("The session is closed."));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_interrupts_and_the_session_stays_usable() {
+    let session = LocalSession::create(options()).await.expect("create");
+    run(&session, "import time", "python", 10.0).await;
+    let r = run(&session, "while True: pass", "python", 0.5).await;
+    assert_eq!(r.error.as_ref().unwrap().name, "TimeoutError", "{r:?}");
+    let r = run(&session, "2 + 2", "python", 10.0).await;
+    assert_eq!(r.result, "4");
+    let r = run(&session, "await new Promise(() => {})", "javascript", 0.5).await;
+    assert_eq!(r.error.as_ref().unwrap().name, "TimeoutError", "{r:?}");
+    let r = run(
+        &session,
+        "setTimeout(() => { while (true) {} }, 0); await new Promise(r => setTimeout(r, 50)); 1",
+        "javascript",
+        0.5,
+    )
+    .await;
+    assert_eq!(r.error.as_ref().unwrap().name, "TimeoutError", "{r:?}");
+    let r = run(&session, "3 + 3", "javascript", 10.0).await;
+    assert_eq!(r.result, "6", "{r:?}");
+    session.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_tools_and_bad_arguments_fail_cleanly() {
+    let session = LocalSession::create(options()).await.expect("create");
+    let t = session.call_tool("rm_rf", &json!({})).await;
+    assert!(!t.success);
+    assert_eq!(
+        t.error_message,
+        "Unknown tool 'rm_rf'. This session offers: run_code."
+    );
+    let t = session
+        .call_tool("run_code", &json!({"code": "1", "language": "cobol"}))
+        .await;
+    assert!(t.error_message.starts_with("Unsupported language: cobol."));
+    session.close().await;
+}

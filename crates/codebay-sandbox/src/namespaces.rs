@@ -1,0 +1,122 @@
+//! Clone into the session's namespaces and map its user/group ids.
+
+use std::fs;
+
+use crate::SandboxError;
+
+/// First host id of the range a root supervisor maps into the sandbox; inside 0..65536
+/// lands on unprivileged host ids so neither inside-root nor `user` is host root.
+pub const HOST_ID_BASE: u32 = 1_000_000;
+pub const ID_RANGE: u32 = 65_536;
+pub const SANDBOX_UID: u32 = 1000;
+pub const SANDBOX_GID: u32 = 1000;
+
+/// The cgroup namespace is deliberately absent: init unshares it after the supervisor
+/// has moved it into the session cgroup, so the session cgroup becomes its root.
+pub fn clone_flags(network: bool) -> libc::c_int {
+    let mut f = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS;
+    if !network {
+        f |= libc::CLONE_NEWNET;
+    }
+    f
+}
+
+/// fork-like clone(2) into new namespaces: returns 0 in the child, its pid in the parent.
+pub fn clone_process(flags: libc::c_int) -> Result<libc::pid_t, SandboxError> {
+    // SAFETY: a null stack makes clone behave like fork (the child runs on a copy of our
+    // stack); the process is single-threaded, so no other thread's locks are copied held.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            std::ptr::null::<libc::c_void>(),
+            std::ptr::null::<libc::c_void>(),
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+        )
+    };
+    if ret < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(SandboxError::UserNamespace(format!(
+            "cannot clone into new user/pid/mount/ipc/uts{} namespaces: {e}",
+            if flags & libc::CLONE_NEWNET != 0 {
+                "/net"
+            } else {
+                ""
+            }
+        )));
+    }
+    Ok(ret as libc::pid_t)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdMaps {
+    pub uid_map: String,
+    pub gid_map: String,
+    /// Unprivileged writers must deny setgroups before writing gid_map; a privileged
+    /// writer keeps it allowed so init can drop the inherited supplementary groups.
+    pub deny_setgroups: bool,
+}
+
+pub fn id_maps(host_euid: u32, host_egid: u32) -> IdMaps {
+    if host_euid == 0 {
+        IdMaps {
+            uid_map: format!("0 {HOST_ID_BASE} {ID_RANGE}\n"),
+            gid_map: format!("0 {HOST_ID_BASE} {ID_RANGE}\n"),
+            deny_setgroups: false,
+        }
+    } else {
+        IdMaps {
+            uid_map: format!("{SANDBOX_UID} {host_euid} 1\n"),
+            gid_map: format!("{SANDBOX_GID} {host_egid} 1\n"),
+            deny_setgroups: true,
+        }
+    }
+}
+
+pub fn write_id_maps(pid: libc::pid_t, maps: &IdMaps) -> Result<(), SandboxError> {
+    let proc = format!("/proc/{pid}");
+    let w = |file: &str, content: &str| {
+        fs::write(format!("{proc}/{file}"), content).map_err(|e| {
+            SandboxError::IdMap(format!("cannot write {content:?} to {proc}/{file}: {e}"))
+        })
+    };
+    if maps.deny_setgroups {
+        w("setgroups", "deny")?;
+    }
+    w("uid_map", &maps.uid_map)?;
+    w("gid_map", &maps.gid_map)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_maps_a_range_of_unprivileged_ids() {
+        let m = id_maps(0, 0);
+        assert_eq!(m.uid_map, "0 1000000 65536\n");
+        assert_eq!(m.gid_map, "0 1000000 65536\n");
+        assert!(!m.deny_setgroups);
+    }
+
+    #[test]
+    fn non_root_maps_user_onto_itself() {
+        let m = id_maps(1234, 99);
+        assert_eq!(m.uid_map, "1000 1234 1\n");
+        assert_eq!(m.gid_map, "1000 99 1\n");
+        assert!(m.deny_setgroups);
+    }
+
+    #[test]
+    fn network_flag_controls_net_namespace() {
+        assert_ne!(clone_flags(false) & libc::CLONE_NEWNET, 0);
+        assert_eq!(clone_flags(true) & libc::CLONE_NEWNET, 0);
+        assert_ne!(clone_flags(true) & libc::CLONE_NEWUSER, 0);
+    }
+}

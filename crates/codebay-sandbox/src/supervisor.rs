@@ -1,0 +1,178 @@
+//! The supervisor: the helper's original process, outside the sandbox. Reads the config,
+//! checks the kernel, prepares cgroups and mount sources, clones init into the new
+//! namespaces, writes its cgroup membership and id maps, releases it, waits for it and
+//! then removes everything it created.
+
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use crate::cgroup::{self, SessionCgroups};
+use crate::init::{self, InitContext};
+use crate::protocol::{self, CgroupInfo, Reply, CONTROL_FD};
+use crate::{config, kernel_check, mounts, namespaces, seccomp, sys, SandboxError};
+
+static INIT_PID: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward_kill(_sig: libc::c_int) {
+    let pid = INIT_PID.load(Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+fn fail(e: &SandboxError) -> i32 {
+    let _ = protocol::send(CONTROL_FD, &Reply::error(None, e), &[]);
+    1
+}
+
+pub fn run() -> i32 {
+    // SAFETY: SIG_IGN for SIGPIPE so a vanished addon gives EPIPE, not death.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let msg = match protocol::recv(CONTROL_FD) {
+        Ok(Some(m)) => m,
+        Ok(None) => return 1,
+        Err(e) => return fail(&e),
+    };
+    let config = match config::parse(&msg) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    if let Err(e) = kernel_check::check() {
+        return fail(&e);
+    }
+    let seccomp = match seccomp::build() {
+        Ok(p) => p,
+        Err(e) => return fail(&e),
+    };
+    let plan = match mounts::prepare(&config) {
+        Ok(p) => p,
+        Err(e) => return fail(&e),
+    };
+    let layout = match cgroup::detect() {
+        Ok(l) => l,
+        Err(e) => return fail(&e),
+    };
+    let cg = match SessionCgroups::create(&layout, &config) {
+        Ok(cg) => cg,
+        Err(e) => return fail(&e),
+    };
+    let code = run_session(config, plan, seccomp, &cg);
+    cg.destroy();
+    code
+}
+
+fn run_session(
+    config: config::Config,
+    plan: mounts::MountPlan,
+    seccomp: Vec<seccompiler::BpfProgram>,
+    cg: &SessionCgroups,
+) -> i32 {
+    let pipes = sys::pipe().and_then(|a| sys::pipe().map(|b| (a, b)));
+    let ((release_r, release_w), (report_r, report_w)) = match pipes {
+        Ok(p) => p,
+        Err(e) => return fail(&SandboxError::Init(format!("cannot create pipes: {e}"))),
+    };
+    let ready = Reply::Ready {
+        cgroup: CgroupInfo {
+            version: cg.version,
+            dirs: cg.dirs.clone(),
+        },
+        memory_events: cg.memory_events.clone(),
+    };
+    let flags = namespaces::clone_flags(config.network);
+    let pid = match namespaces::clone_process(flags) {
+        Ok(p) => p,
+        Err(e) => return fail(&e),
+    };
+    if pid == 0 {
+        drop((release_w, report_r));
+        // SAFETY: geteuid has no preconditions.
+        let inside_id = if unsafe { libc::geteuid() } == 0 {
+            0
+        } else {
+            namespaces::SANDBOX_UID
+        };
+        init::run(
+            InitContext {
+                config,
+                plan,
+                seccomp,
+                ready,
+                release_r,
+                inside_id,
+            },
+            report_w,
+        );
+    }
+    INIT_PID.store(pid, Ordering::Relaxed);
+    drop((release_r, report_w, plan));
+
+    // SAFETY: geteuid/getegid have no preconditions.
+    let maps = namespaces::id_maps(unsafe { libc::geteuid() }, unsafe { libc::getegid() });
+    let prepared = cg
+        .add_pid(pid)
+        .and_then(|()| namespaces::write_id_maps(pid, &maps));
+    if let Err(e) = prepared {
+        // SAFETY: pid is our child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        wait(pid);
+        return fail(&e);
+    }
+    // Termination requests go to init; the normal path (EOF → init exits) then cleans up.
+    // SAFETY: forward_kill only calls the async-signal-safe kill(2).
+    unsafe {
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::signal(sig, forward_kill as *const () as libc::sighandler_t);
+        }
+    }
+    if sys::write_all(release_w.as_raw_fd(), b"1").is_err() {
+        // SAFETY: pid is our child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        wait(pid);
+        return fail(&SandboxError::Init("cannot release init".into()));
+    }
+    drop(release_w);
+
+    let status = wait(pid);
+    let report = sys::read_to_end(&report_r).unwrap_or_default();
+    let clean_exit = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    if std::env::var_os("CODEBAY_DEBUG").is_some() {
+        eprintln!(
+            "codebay-sandbox: init {} ({}), report {:?}",
+            pid,
+            describe(status),
+            String::from_utf8_lossy(&report)
+        );
+    }
+    match report.first() {
+        Some(b'R') if clean_exit => 0,
+        Some(_) => 1,
+        None => fail(&SandboxError::Init(format!(
+            "sandbox init ended before it was ready ({})",
+            describe(status)
+        ))),
+    }
+}
+
+fn wait(pid: libc::pid_t) -> libc::c_int {
+    let mut status = 0;
+    loop {
+        // SAFETY: status is a valid out pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+        if r == pid {
+            return status;
+        }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return status;
+        }
+    }
+}
+
+fn describe(status: libc::c_int) -> String {
+    if libc::WIFSIGNALED(status) {
+        format!("killed by signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("exit status {}", libc::WEXITSTATUS(status))
+    }
+}

@@ -1,0 +1,438 @@
+'use strict';
+// codebay JavaScript runtime driver.
+//
+// Runs inside the sandbox as `node --expose-internals driver.js` with
+// fd 0 = /dev/null, fd 1 = stdout pipe, fd 2 = stderr pipe,
+// fd 3 = requests (JSON lines in), fd 4 = replies (JSON lines out).
+//
+// Protocol (docs/internals.md section 4): one request line {"id","code","timeoutMs"}
+// -> exactly one reply line {"id","ok","executionCount","results","error"}.
+//
+// User code runs with vm.Script#runInThisContext in the driver's realm, so
+// top-level let/const/class/function declarations persist across cells (they
+// live in the realm's global lexical scope). Top-level `await` is supported
+// through Node's REPL transform (internal/repl/await). Everything the driver
+// needs is captured here, before any user code runs.
+
+const fs = require('fs');
+const net = require('net');
+const path = require('path');
+const util = require('util');
+const vm = require('vm');
+const Module = require('module');
+
+let processTopLevelAwait = null;
+try {
+  ({ processTopLevelAwait } = require('internal/repl/await'));
+} catch {
+  // Started without --expose-internals: no top-level await.
+}
+
+const proc = process;
+const JSONstringify = JSON.stringify;
+const JSONparse = JSON.parse;
+const inspect = util.inspect;
+const isNativeError = util.types.isNativeError;
+const writeSync = fs.writeSync;
+const openSync = fs.openSync;
+const closeSync = fs.closeSync;
+const VMScript = vm.Script;
+const runInThisContext = vm.Script.prototype.runInThisContext;
+const ReflectApply = Reflect.apply;
+const PromiseThen = Promise.prototype.then;
+const StringSplit = String.prototype.split;
+const StringIncludes = String.prototype.includes;
+const StringStartsWith = String.prototype.startsWith;
+const StringTrim = String.prototype.trim;
+const StringReplace = String.prototype.replace;
+const ArrayPush = Array.prototype.push;
+const ArrayJoin = Array.prototype.join;
+const ArrayFindLastIndex = Array.prototype.findLastIndex;
+const ArrayShift = Array.prototype.shift;
+const BufferConcat = Buffer.concat;
+const BufferIndexOf = Buffer.prototype.indexOf;
+const BufferSubarray = Buffer.prototype.subarray;
+const BufferToString = Buffer.prototype.toString;
+const BufferFrom = Buffer.from;
+const ObjectKeys = Object.keys;
+const StringCtor = String;
+const ErrorCtor = Error;
+const DRIVER_FILE = __filename;
+
+// ---------------------------------------------------------------- protocol fds
+//
+// Node has no dup(). Re-open the pipes through /proc/self/fd: libuv opens
+// every file with O_CLOEXEC, so the new descriptors are not inherited by the
+// user's child processes; then close 3 and 4. The re-open needs /proc and a
+// pipe owned by our uid (a pipe inode is mode 0600, owned by its creator).
+// Otherwise keep using 3 and 4 and make every child process spawned through
+// child_process get /dev/null at fds 3 and 4 instead (see hideFdsFromChildren).
+// CODEBAY_DRIVER_NO_REOPEN=1 forces that fallback (for tests).
+
+function reopen(fd, flags) {
+  if (proc.env.CODEBAY_DRIVER_NO_REOPEN === '1') return fd;
+  try {
+    const nfd = openSync(`/proc/self/fd/${fd}`, flags);
+    closeSync(fd);
+    return nfd;
+  } catch {
+    return fd;
+  }
+}
+
+function hideFdsFromChildren(maxFd) {
+  let internalBinding;
+  const savedEmitWarning = proc.emitWarning;
+  try {
+    proc.emitWarning = () => {};  // internal/test/binding warns when loaded
+    ({ internalBinding } = require('internal/test/binding'));
+  } catch {
+    return;
+  } finally {
+    proc.emitWarning = savedEmitWarning;
+  }
+  const devNull = openSync('/dev/null', 'r+');
+  const pad = (options) => {
+    if (options !== null && typeof options === 'object' && Array.isArray(options.stdio)) {
+      for (let i = options.stdio.length; i <= maxFd; i++) options.stdio[i] = { type: 'fd', fd: devNull };
+    }
+  };
+  const { Process } = internalBinding('process_wrap');
+  const spawnAsync = Process.prototype.spawn;
+  Process.prototype.spawn = function spawn(options) {
+    pad(options);
+    return ReflectApply(spawnAsync, this, [options]);
+  };
+  const spawnSyncBinding = internalBinding('spawn_sync');
+  const spawnSync = spawnSyncBinding.spawn;
+  spawnSyncBinding.spawn = function spawn(options) {
+    pad(options);
+    return ReflectApply(spawnSync, this, [options]);
+  };
+}
+
+const REQ_FD = reopen(3, fs.constants.O_RDONLY);
+const REP_FD = reopen(4, fs.constants.O_WRONLY);
+if (REQ_FD === 3 || REP_FD === 4) hideFdsFromChildren(4);
+
+function sendReply(obj) {
+  let text;
+  try {
+    text = JSONstringify(obj);
+  } catch {
+    // e.g. a result with a circular structure or BigInt: keep text/plain only.
+    const results = [];
+    for (const b of obj.results || []) {
+      ReflectApply(ArrayPush, results, [{ 'text/plain': StringCtor(b['text/plain']), isMainResult: !!b.isMainResult }]);
+    }
+    obj.results = results;
+    text = JSONstringify(obj);
+  }
+  const buf = BufferFrom(text + '\n', 'utf8');
+  let off = 0;
+  while (off < buf.length) {
+    try {
+      off += writeSync(REP_FD, buf, off, buf.length - off);
+    } catch (e) {
+      if (e && e.code === 'EAGAIN') continue;
+      throw e;
+    }
+  }
+}
+
+function writeStderr(text) {
+  try {
+    const buf = BufferFrom(text, 'utf8');
+    let off = 0;
+    while (off < buf.length) off += writeSync(2, buf, off, buf.length - off);
+  } catch {
+    // nothing sensible left to do
+  }
+}
+
+// ---------------------------------------------------------------- user globals
+
+const cwd = proc.cwd();
+const replFile = path.join(cwd, '<repl>');
+const userModule = new Module(replFile, null);
+userModule.filename = replFile;
+userModule.paths = Module._nodeModulePaths(cwd);
+userModule.loaded = true;
+const userRequire = Module.createRequire(cwd + path.sep);
+
+let current = null; // the run in progress: { results, interrupt }
+
+// display(value): adds a non-main result {"text/plain": util.inspect(value)}
+// (a string is shown as-is); display(bundle, {raw: true}) adds the given MIME
+// bundle, e.g. display({'text/html': '<b>x</b>'}, {raw: true}).
+function display(value, options) {
+  let bundle;
+  if (options && options.raw && value !== null && typeof value === 'object') {
+    bundle = {};
+    for (const k of ObjectKeys(value)) bundle[k] = value[k];
+    if (bundle['text/plain'] === undefined) bundle['text/plain'] = '';
+  } else {
+    bundle = { 'text/plain': typeof value === 'string' ? value : inspect(value) };
+  }
+  bundle.isMainResult = false;
+  if (current !== null) ReflectApply(ArrayPush, current.results, [bundle]);
+}
+
+for (const [name, value] of [
+  ['require', userRequire], ['module', userModule], ['exports', userModule.exports],
+  ['__filename', replFile], ['__dirname', cwd], ['display', display],
+]) {
+  Object.defineProperty(globalThis, name, { value, writable: true, configurable: true, enumerable: false });
+}
+
+// ---------------------------------------------------------------- errors
+
+function isFrame(line) {
+  return ReflectApply(StringStartsWith, ReflectApply(StringTrim, line, []), ['at ']);
+}
+
+function isDriverFrame(line) {
+  return ReflectApply(StringIncludes, line, [DRIVER_FILE]) ||
+         ReflectApply(StringIncludes, line, ['(node:vm:']) ||
+         ReflectApply(StringIncludes, line, ['at node:vm:']) ||
+         ReflectApply(StringIncludes, line, ['node:internal/vm']);
+}
+
+// err.stack without the driver's frames: frames below the last frame of a
+// cell are dropped (driver, node:vm, timers/task queues ...); without any
+// cell frame (SyntaxError, errors from Node's own callbacks), everything from
+// the first driver frame on is dropped.
+function filterStack(stack) {
+  const lines = ReflectApply(StringSplit, stack, ['\n']);
+  const last = ReflectApply(ArrayFindLastIndex, lines,
+                            [(l) => isFrame(l) && ReflectApply(StringIncludes, l, ['<cell-'])]);
+  let end = lines.length;
+  if (last >= 0) {
+    end = last + 1;
+  } else {
+    for (let i = 0; i < lines.length; i++) {
+      if (isFrame(lines[i]) && isDriverFrame(lines[i])) { end = i; break; }
+    }
+  }
+  const kept = [];
+  for (let i = 0; i < end; i++) {
+    const l = lines[i];
+    if (isFrame(l) && (isDriverFrame(l) || ReflectApply(StringIncludes, l, ['node:internal/process/task_queues']))) continue;
+    kept[kept.length] = l;
+  }
+  let text = ReflectApply(ArrayJoin, kept, ['\n']);
+  if (text[text.length - 1] !== '\n') text += '\n';
+  return text;
+}
+
+function safeString(v) {
+  try {
+    return typeof v === 'string' ? v : inspect(v);
+  } catch {
+    return '<uninspectable value>';
+  }
+}
+
+// Thrown values: Errors (any realm) give {name: err.name, value: err.message,
+// traceback: filtered err.stack}. A thrown non-Error gets name "Error",
+// value = the string itself or util.inspect(value), traceback "Uncaught <inspect>".
+function formatError(err) {
+  try {
+    if (isNativeError(err) || err instanceof ErrorCtor) {
+      let name = 'Error';
+      let value = '';
+      let stack = '';
+      try { name = StringCtor(err.name); } catch { /* keep default */ }
+      try { value = StringCtor(err.message); } catch { /* keep default */ }
+      try { stack = typeof err.stack === 'string' ? err.stack : ''; } catch { /* none */ }
+      if (!stack) stack = `${name}: ${value}`;
+      return { name, value, traceback: filterStack(stack) };
+    }
+  } catch {
+    // fall through
+  }
+  return { name: 'Error', value: safeString(err), traceback: `Uncaught ${safeString(err)}\n` };
+}
+
+function interruptedError() {
+  return { name: 'Interrupted', value: 'Script execution was interrupted by SIGINT', traceback: '' };
+}
+
+function isInterrupt(err) {
+  try {
+    return !!err && (err.code === 'ERR_SCRIPT_EXECUTION_INTERRUPTED');
+  } catch {
+    return false;
+  }
+}
+
+// ---------------------------------------------------------------- evaluation
+
+let executionCount = 0;
+
+function isObjectLiteral(code) {
+  return /^\s*\{/.test(code) && !/;\s*$/.test(code);
+}
+
+function compile(code, filename) {
+  // Like the REPL: `{a: 1}` is an object literal, not a block.
+  if (isObjectLiteral(code)) {
+    try {
+      return { script: new VMScript(`(${ReflectApply(StringTrim, code, [])})\n`, { filename }), awaited: false };
+    } catch {
+      // not an expression: compile as written
+    }
+  }
+  if (processTopLevelAwait !== null && ReflectApply(StringIncludes, code, ['await'])) {
+    let wrapped = null;
+    try {
+      // The trailing newline keeps a comment on the last line from swallowing
+      // the transform's closing parentheses.
+      wrapped = processTopLevelAwait(code + '\n');
+    } catch {
+      // The transform's parser rejected the code. Like the REPL, compile it
+      // with the awaits removed so that V8 reports the SyntaxError with our
+      // filename and line numbers; if that compiles, fall through and let V8
+      // judge the original code.
+      wrapped = null;
+      new VMScript(ReflectApply(StringReplace, code, [/\bawait\b/g, '']), { filename });
+    }
+    if (wrapped !== null) {
+      return { script: new VMScript(wrapped, { filename }), awaited: true };
+    }
+  }
+  return { script: new VMScript(code, { filename }), awaited: false };
+}
+
+// Run one cell. Resolves to { value, hasValue } or rejects with the thrown value.
+function runCell(code, filename) {
+  const { script, awaited } = compile(code, filename);
+  const value = ReflectApply(runInThisContext, script, [{ breakOnSigint: true, displayErrors: false }]);
+  if (!awaited) return { sync: true, value };
+  return { sync: false, promise: value };
+}
+
+function mainResult(value) {
+  if (value === undefined) return null;
+  return { 'text/plain': inspect(value), isMainResult: true };
+}
+
+function finish(run, value, err, hasError) {
+  if (current !== run) return; // already answered (interrupted)
+  current = null;
+  let error = null;
+  if (hasError) {
+    error = isInterrupt(err) ? interruptedError() : formatError(err);
+  } else {
+    try {
+      const bundle = mainResult(value);
+      if (bundle !== null) ReflectApply(ArrayPush, run.results, [bundle]);
+    } catch (e) {
+      error = formatError(e);
+    }
+  }
+  sendReply({
+    id: run.id, ok: error === null, executionCount: run.count,
+    results: run.results, error,
+  });
+  proc.nextTick(pump);
+}
+
+function execute(req) {
+  executionCount += 1;
+  const run = { id: req.id, count: executionCount, results: [], interrupt: null };
+  current = run;
+  const filename = `<cell-${run.count}>`;
+  let outcome;
+  try {
+    outcome = runCell(req.code, filename);
+  } catch (err) {
+    finish(run, undefined, err, true);
+    return;
+  }
+  if (outcome.sync) {
+    finish(run, outcome.value, undefined, false);
+    return;
+  }
+  run.interrupt = () => finish(run, undefined, { code: 'ERR_SCRIPT_EXECUTION_INTERRUPTED' }, true);
+  ReflectApply(PromiseThen, outcome.promise, [
+    (r) => {
+      let v;
+      try { v = r === undefined || r === null ? undefined : r.value; } catch { v = undefined; }
+      finish(run, v, undefined, false);
+    },
+    (err) => finish(run, undefined, err, true),
+  ]);
+}
+
+// SIGINT: synchronous code is stopped by breakOnSigint (vm removes this
+// listener while the script runs); an awaited run is abandoned and answered
+// with "Interrupted". While idle, SIGINT is ignored.
+proc.on('SIGINT', () => {
+  const run = current;
+  if (run !== null && run.interrupt !== null) run.interrupt();
+});
+
+// Errors escaping from the user's asynchronous work must not kill the driver.
+proc.on('uncaughtException', (err) => {
+  writeStderr(`Uncaught ${formatError(err).traceback}`);
+});
+proc.on('unhandledRejection', (reason) => {
+  const f = formatError(reason);
+  writeStderr(`Uncaught (in promise) ${f.traceback}`);
+});
+
+// ---------------------------------------------------------------- request loop
+
+const queue = [];
+let pending = Buffer.alloc(0);
+
+function protocolError(id, message) {
+  sendReply({
+    id, ok: false, executionCount, results: [],
+    error: { name: 'ProtocolError', value: message, traceback: '' },
+  });
+}
+
+function pump() {
+  while (current === null && queue.length > 0) {
+    const line = ReflectApply(ArrayShift, queue, []);
+    let req;
+    try {
+      req = JSONparse(line);
+    } catch (e) {
+      protocolError(null, `invalid request line: ${e.message}`);
+      continue;
+    }
+    if (req === null || typeof req !== 'object' || typeof req.code !== 'string') {
+      protocolError(req !== null && typeof req === 'object' && req.id !== undefined ? req.id : null,
+                    'request must be an object with a string "code"');
+      continue;
+    }
+    execute(req);
+  }
+  if (current === null && ended && queue.length === 0) proc.exit(0);
+}
+
+let ended = false;
+const input = new net.Socket({ fd: REQ_FD, readable: true, writable: false });
+input.on('data', (chunk) => {
+  pending = BufferConcat([pending, chunk]);
+  let i;
+  while ((i = ReflectApply(BufferIndexOf, pending, [10])) >= 0) {
+    const line = ReflectApply(BufferToString, ReflectApply(BufferSubarray, pending, [0, i]), ['utf8']);
+    pending = ReflectApply(BufferSubarray, pending, [i + 1]);
+    if (ReflectApply(StringTrim, line, []) !== '') ReflectApply(ArrayPush, queue, [line]);
+  }
+  pump();
+});
+input.on('end', () => {
+  const rest = ReflectApply(StringTrim, ReflectApply(BufferToString, pending, ['utf8']), []);
+  if (rest !== '') ReflectApply(ArrayPush, queue, [rest]);
+  ended = true;
+  pump();
+});
+input.on('error', () => {
+  ended = true;
+  pump();
+});

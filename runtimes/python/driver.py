@@ -1,0 +1,468 @@
+"""codebay Python runtime driver.
+
+Runs inside the sandbox as ``python3 -I -u driver.py`` with
+fd 0 = /dev/null, fd 1 = stdout pipe, fd 2 = stderr pipe,
+fd 3 = requests (JSON lines in), fd 4 = replies (JSON lines out).
+
+Protocol (docs/internals.md section 4): one request line
+``{"id", "code", "timeoutMs"}`` -> exactly one reply line
+``{"id", "ok", "executionCount", "results", "error"}``.
+
+The user's code runs in one persistent namespace (like a Jupyter kernel).
+Everything the driver needs is bound to private names at import time, so user
+code that rebinds ``print``, ``json``, ``sys.stdout`` ... cannot break the
+protocol.
+"""
+
+import ast as _ast
+import base64 as _base64
+import builtins as _builtins
+import fcntl as _fcntl
+import json as _json
+import linecache as _linecache
+import os as _os
+import signal as _signal
+import sys as _sys
+import traceback as _traceback
+import types as _types
+
+_REQ_FD_IN = 3
+_REP_FD_IN = 4
+_HIGH_FD = 200
+
+_os_read = _os.read
+_os_write = _os.write
+_os_close = _os.close
+_json_dumps = _json.dumps
+_json_loads = _json.loads
+_TracebackException = _traceback.TracebackException
+_isinstance = _builtins.isinstance
+_getattr = _builtins.getattr
+_repr = _builtins.repr
+_type = _builtins.type
+_len = _builtins.len
+_str = _builtins.str
+_compile = _builtins.compile
+_exec = _builtins.exec
+_eval = _builtins.eval
+_b64encode = _base64.b64encode
+_linecache_cache = _linecache.cache
+_TracebackType = _types.TracebackType
+_CO_COROUTINE = 0x0080  # inspect.CO_COROUTINE
+_CELL_FLAGS = _ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+_DRIVER_FILE = _os.path.abspath(__file__)
+_PID = _os.getpid()
+
+# Private bindings of the builtins the driver uses (module globals shadow the
+# builtins module, which user code may modify).
+(callable, dict, tuple, bytes, bytearray, str, type, isinstance, memoryview,
+ Exception, BaseException, KeyboardInterrupt, SyntaxError, OSError, AttributeError) = (
+    _builtins.callable, _builtins.dict, _builtins.tuple, _builtins.bytes, _builtins.bytearray,
+    _builtins.str, _builtins.type, _builtins.isinstance, _builtins.memoryview,
+    _builtins.Exception, _builtins.BaseException, _builtins.KeyboardInterrupt,
+    _builtins.SyntaxError, _builtins.OSError, _builtins.AttributeError)
+
+
+def _move_fd(fd):
+    """Duplicate fd to a high, close-on-exec descriptor and close the original."""
+    try:
+        new = _fcntl.fcntl(fd, _fcntl.F_DUPFD_CLOEXEC, _HIGH_FD)
+    except (OSError, AttributeError):
+        try:
+            new = _fcntl.fcntl(fd, _fcntl.F_DUPFD_CLOEXEC, 10)
+        except (OSError, AttributeError):
+            new = _os.dup(fd)  # non-inheritable by default (PEP 446)
+    _os_close(fd)
+    return new
+
+
+_req_fd = _move_fd(_REQ_FD_IN)
+_rep_fd = _move_fd(_REP_FD_IN)
+
+
+class _State:
+    running = False      # True while user code runs: SIGINT raises KeyboardInterrupt
+    count = 0            # execution count
+    display = None       # list collecting display() bundles of the current run
+    loop = None          # persistent asyncio event loop for top-level await
+
+
+def _on_sigint(signum, frame):
+    if _State.running:
+        raise KeyboardInterrupt
+    # idle (between requests, or while the driver formats a reply): ignore
+
+
+_signal.signal(_signal.SIGINT, _on_sigint)
+
+# SIGINT is blocked while the driver itself runs (reading requests, writing
+# replies) and unblocked only around the user's code. A SIGINT that arrived
+# while idle stays pending and is discarded before the next run, so it can
+# neither interrupt the driver's own code nor the next cell.
+_SIGINT_SET = {_signal.SIGINT}
+_sigmask = _signal.pthread_sigmask
+_sigtimedwait = _signal.sigtimedwait
+_SIG_BLOCK = _signal.SIG_BLOCK
+_SIG_UNBLOCK = _signal.SIG_UNBLOCK
+_sigmask(_SIG_BLOCK, _SIGINT_SET)
+
+
+def _discard_pending_sigint():
+    while _sigtimedwait(_SIGINT_SET, 0) is not None:
+        pass
+
+
+# Jupyter kernels have the working directory on sys.path.
+if '' not in _sys.path:
+    _sys.path.insert(0, '')
+
+
+# --------------------------------------------------------------------------- I/O
+
+_inbuf = bytearray()
+
+
+def _read_line():
+    """Next request line as bytes, or None at EOF."""
+    while True:
+        i = _inbuf.find(b'\n')
+        if i >= 0:
+            line = bytes(_inbuf[:i])
+            del _inbuf[:i + 1]
+            return line
+        try:
+            chunk = _os_read(_req_fd, 65536)
+        except KeyboardInterrupt:
+            continue
+        if not chunk:
+            if _inbuf:
+                line = bytes(_inbuf)
+                del _inbuf[:]
+                return line
+            return None
+        _inbuf.extend(chunk)
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        try:
+            n = _os_write(fd, view)
+        except KeyboardInterrupt:
+            continue
+        view = view[n:]
+
+
+def _send(obj):
+    try:
+        text = _json_dumps(obj, ensure_ascii=False, default=_str)
+    except Exception as e:  # e.g. circular structure in a _repr_json_ result
+        obj = dict(obj)
+        obj['results'] = [{'text/plain': b.get('text/plain', ''), 'isMainResult': b.get('isMainResult', False)}
+                          for b in obj.get('results') or []]
+        try:
+            text = _json_dumps(obj, ensure_ascii=False, default=_str)
+        except Exception:
+            obj['results'] = []
+            text = _json_dumps(obj, ensure_ascii=False, default=_str)
+    _write_all(_rep_fd, text.encode('utf-8', 'replace') + b'\n')
+
+
+def _flush_std():
+    for name in ('stdout', 'stderr'):
+        for stream in (_getattr(_sys, name, None), _getattr(_sys, '__' + name + '__', None)):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except BaseException:
+                pass
+
+
+# --------------------------------------------------------------------- results
+
+_MIME_METHODS = (
+    ('text/html', '_repr_html_'),
+    ('text/markdown', '_repr_markdown_'),
+    ('image/svg+xml', '_repr_svg_'),
+    ('image/png', '_repr_png_'),
+    ('image/jpeg', '_repr_jpeg_'),
+    ('text/latex', '_repr_latex_'),
+    ('application/json', '_repr_json_'),
+)
+
+
+def _encode_mime(mime, data):
+    if mime in ('image/png', 'image/jpeg') and _isinstance(data, (bytes, bytearray)):
+        return _b64encode(bytes(data)).decode('ascii')
+    if mime == 'application/json' or mime.endswith('+json'):
+        if _isinstance(data, (str, bytes)):
+            try:
+                return _json_loads(data)
+            except Exception:
+                pass
+        return data
+    if _isinstance(data, (bytes, bytearray)):
+        return bytes(data).decode('utf-8', 'replace')
+    if not _isinstance(data, str):
+        return _str(data)
+    return data
+
+
+def _mime_bundle(obj, main):
+    """MIME bundle for obj: text/plain = repr(), plus IPython-style rich reprs."""
+    bundle = {}
+    if not _isinstance(obj, type):
+        meth = _getattr(obj, '_repr_mimebundle_', None)
+        if callable(meth):
+            try:
+                data = meth(include=None, exclude=None)
+                if _isinstance(data, tuple):
+                    data = data[0]
+                if _isinstance(data, dict):
+                    for k, v in data.items():
+                        if v is not None and _isinstance(k, str):
+                            bundle[k] = _encode_mime(k, v)
+            except Exception:
+                pass
+        for mime, name in _MIME_METHODS:
+            if mime in bundle:
+                continue
+            meth = _getattr(obj, name, None)
+            if not callable(meth):
+                continue
+            try:
+                data = meth()
+            except Exception:
+                continue
+            if _isinstance(data, tuple) and _len(data) == 2:
+                data = data[0]
+            if data is None:
+                continue
+            bundle[mime] = _encode_mime(mime, data)
+    if 'text/plain' not in bundle:
+        bundle['text/plain'] = _repr(obj)  # may raise: reported as the cell's error
+    bundle['isMainResult'] = main
+    return bundle
+
+
+def display(*objs, raw=False):
+    """Add a (non-main) result bundle for each object, like IPython's display().
+
+    With raw=True each object must be a MIME bundle dict, e.g.
+    display({'text/html': '<b>hi</b>'}, raw=True).
+    """
+    for obj in objs:
+        if raw and _isinstance(obj, dict):
+            bundle = {k: _encode_mime(k, v) for k, v in obj.items() if _isinstance(k, str)}
+            bundle.setdefault('text/plain', '')
+            bundle['isMainResult'] = False
+        else:
+            bundle = _mime_bundle(obj, False)
+        if _State.display is not None:
+            _State.display.append(bundle)
+
+
+# ---------------------------------------------------------------------- errors
+
+def _is_cell_frame(tb):
+    return tb.tb_frame.f_code.co_filename.startswith('<cell-')
+
+
+def _is_driver_frame(tb):
+    return tb.tb_frame.f_code.co_filename == _DRIVER_FILE
+
+
+def _trim_traceback(tb):
+    """The user's part of a traceback: from the first cell frame (or, without
+    one, the first non-driver frame) up to, excluding, the next driver frame
+    (e.g. the SIGINT handler that raised KeyboardInterrupt)."""
+    entries = []
+    t = tb
+    while t is not None:
+        entries.append(t)
+        t = t.tb_next
+    start = None
+    for i, e in enumerate(entries):
+        if _is_cell_frame(e):
+            start = i
+            break
+    if start is None:
+        for i, e in enumerate(entries):
+            if not _is_driver_frame(e):
+                start = i
+                break
+    if start is None:
+        return None
+    kept = []
+    for e in entries[start:]:
+        if _is_driver_frame(e):
+            break
+        kept.append(e)
+    new = None
+    for e in reversed(kept):
+        new = _TracebackType(new, e.tb_frame, e.tb_lasti, e.tb_lineno)
+    return new
+
+
+def _format_error(exc):
+    t = _trim_traceback(exc.__traceback__)
+    if _isinstance(exc, KeyboardInterrupt) and (t is None or not _is_cell_frame(t)):
+        t = None  # interrupted outside the user's code (e.g. in the event loop)
+    try:
+        exc.__traceback__ = t
+        te = _TracebackException(_type(exc), exc, t, compact=True)
+        text = ''.join(te.format())
+    except BaseException:
+        text = '%s: %s\n' % (_type(exc).__name__, _safe_str(exc))
+    name = _type(exc).__name__
+    if isinstance(exc, SyntaxError):
+        value = _safe_str(exc.msg if exc.msg is not None else exc)
+    else:
+        value = _safe_str(exc)
+    return {'name': name, 'value': value, 'traceback': text}
+
+
+def _safe_str(obj):
+    try:
+        return _str(obj)
+    except BaseException:
+        return '<unprintable %s object>' % _type(obj).__name__
+
+
+# ------------------------------------------------------------------- execution
+
+namespace = {'__name__': '__main__', '__builtins__': _builtins, 'display': display}
+
+
+def _get_loop():
+    import asyncio
+    loop = _State.loop
+    if loop is None or loop.is_closed():
+        loop = asyncio.new_event_loop()
+        _State.loop = loop
+    return loop
+
+
+def _run_code_object(code):
+    """Run a compiled code object; await it when it is a top-level-await coroutine."""
+    if code.co_flags & _CO_COROUTINE:
+        coro = _eval(code, namespace)
+        loop = _get_loop()
+        import asyncio
+        try:
+            asyncio.set_event_loop(loop)
+        except Exception:
+            pass
+        task = loop.create_task(coro)
+        try:
+            return loop.run_until_complete(task)
+        except BaseException:
+            if not task.done():
+                task.cancel()
+            raise
+    return _eval(code, namespace)
+
+
+def _execute(source, filename):
+    """Run one cell; returns the value of the trailing expression (or None)."""
+    tree = _compile(source, filename, 'exec', _ast.PyCF_ONLY_AST | _CELL_FLAGS, dont_inherit=True)
+    last = None
+    if tree.body and _isinstance(tree.body[-1], _ast.Expr):
+        last = _ast.Expression(tree.body.pop().value)
+    if tree.body:
+        code = _compile(tree, filename, 'exec', _CELL_FLAGS, dont_inherit=True)
+        _run_code_object(code)
+    if last is not None:
+        code = _compile(last, filename, 'eval', _CELL_FLAGS, dont_inherit=True)
+        return _run_code_object(code)
+    return None
+
+
+def _handle(req):
+    _State.count += 1
+    count = _State.count
+    rid = req.get('id')
+    code = req.get('code')
+    filename = '<cell-%d>' % count
+    _linecache_cache[filename] = (_len(code), None, code.splitlines(True), filename)
+    results = []
+    error = None
+    _State.display = results
+    try:
+        try:
+            _discard_pending_sigint()
+            _State.running = True
+            _sigmask(_SIG_UNBLOCK, _SIGINT_SET)
+            value = _execute(code, filename)
+            if value is not None:
+                namespace['_'] = value
+                results.append(_mime_bundle(value, True))
+        finally:
+            _sigmask(_SIG_BLOCK, _SIGINT_SET)
+            _State.running = False
+    except BaseException as e:  # SystemExit, KeyboardInterrupt included
+        _sigmask(_SIG_BLOCK, _SIGINT_SET)
+        _State.running = False
+        error = _format_error(e)
+        e = None
+    _State.display = None
+    _flush_std()
+    return {'id': rid, 'ok': error is None, 'executionCount': count,
+            'results': results, 'error': error}
+
+
+def _protocol_error(rid, message):
+    return {'id': rid, 'ok': False, 'executionCount': _State.count, 'results': [],
+            'error': {'name': 'ProtocolError', 'value': message, 'traceback': ''}}
+
+
+def _serve():
+    while True:
+        try:
+            if _serve_one():
+                return
+        except KeyboardInterrupt:
+            # Only possible if user code installed its own SIGINT handler
+            # (e.g. signal.default_int_handler) and the signal hit the idle loop.
+            _State.running = False
+
+
+def _serve_one():
+    """Serve one request line; True at EOF."""
+    line = _read_line()
+    if line is None:
+        return True
+    if not line.strip():
+        return False
+    try:
+        req = _json_loads(line.decode('utf-8'))
+    except Exception as e:
+        _send(_protocol_error(None, 'invalid request line: %s' % e))
+        return False
+    if not _isinstance(req, dict) or not _isinstance(req.get('code'), str):
+        rid = req.get('id') if _isinstance(req, dict) else None
+        _send(_protocol_error(rid, 'request must be an object with a string "code"'))
+        return False
+    try:
+        reply = _handle(req)
+    except BaseException as e:  # should not happen; never die on a request
+        _State.running = False
+        reply = {'id': req.get('id'), 'ok': False, 'executionCount': _State.count, 'results': [],
+                 'error': {'name': _type(e).__name__, 'value': _safe_str(e), 'traceback': ''}}
+    if _os.getpid() != _PID:
+        # A process forked by the user's code returned from the cell: it must
+        # not answer requests meant for the driver.
+        _os._exit(0)
+    _send(reply)
+    return False
+
+
+if __name__ == '__main__':
+    # Keep the driver's own module out of the user's way: user code runs in
+    # `namespace`, not in this module's globals.
+    _main_mod = _types.ModuleType('__main__')
+    _main_mod.__dict__.update(namespace)
+    namespace = _main_mod.__dict__
+    _sys.modules['__main__'] = _main_mod
+    _serve()
+    _os._exit(0)

@@ -1,0 +1,536 @@
+#!/usr/bin/env python3
+"""Standalone tests for the runtime drivers (no sandbox needed).
+
+    python3 runtimes/test_drivers.py [-v]
+
+Each test starts a driver with the sandbox's fd layout (0 = /dev/null,
+1/2 = pipes, 3 = request pipe, 4 = reply pipe) through subprocess pass_fds,
+sends JSON-line requests and checks the replies and the captured output.
+Environment: CODEBAY_PYTHON (default: the running interpreter),
+CODEBAY_NODE (default: `node` on PATH).
+"""
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PY_DRIVER = os.path.join(HERE, 'python', 'driver.py')
+JS_DRIVER = os.path.join(HERE, 'javascript', 'driver.js')
+PYTHON = os.environ.get('CODEBAY_PYTHON') or os.path.realpath(sys.executable)
+NODE = os.environ.get('CODEBAY_NODE') or shutil.which('node') or '/usr/bin/node'
+
+
+class Driver:
+    """A driver process with the sandbox's fd layout.
+
+    All pipes are read from the test's thread with select(); stdout/stderr are
+    drained while waiting for a reply, and once more (non-blocking) when the
+    reply line has arrived: the driver writes the reply only after its output,
+    so everything the cell printed is in the pipes by then.
+    """
+
+    def __init__(self, argv, extra_env=None):
+        self.cwd = tempfile.mkdtemp(prefix='codebay-test-')
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        # The child's ends go to high fds (passed with pass_fds); a small
+        # trampoline moves them to 3 and 4, closes the originals and execs the
+        # driver (subprocess closes everything not in pass_fds *after*
+        # preexec_fn, so preexec_fn cannot do the dup2 itself).
+        req_r, rep_w = _dup_high(req_r), _dup_high(rep_w)
+        prologue = ('import os, sys; os.dup2(%d, 3); os.dup2(%d, 4); os.close(%d); os.close(%d); '
+                    'os.execv(sys.argv[1], sys.argv[1:])' % (req_r, rep_w, req_r, rep_w))
+        env = {'PATH': '/usr/local/bin:/usr/bin:/bin', 'HOME': self.cwd, 'LANG': 'C.UTF-8',
+               'PYTHONUNBUFFERED': '1'}
+        env.update(extra_env or {})
+        self.proc = subprocess.Popen(
+            [PYTHON, '-I', '-S', '-c', prologue] + list(argv), stdin=subprocess.DEVNULL, stdout=out_w,
+            stderr=err_w, pass_fds=(req_r, rep_w), start_new_session=True, cwd=self.cwd, env=env)
+        for fd in (req_r, rep_w, out_w, err_w):
+            os.close(fd)
+        self.req_w = req_w
+        self.fds = {'reply': rep_r, 'stdout': out_r, 'stderr': err_r}
+        self.bufs = {'reply': b'', 'stdout': b'', 'stderr': b''}
+        self.next_id = 1
+
+    def _pump(self, timeout):
+        """Read whatever is available (waiting up to timeout); False if nothing came."""
+        fds = {fd: name for name, fd in self.fds.items() if fd is not None}
+        if not fds:
+            return False
+        r, _, _ = select.select(list(fds), [], [], max(timeout, 0))
+        for fd in r:
+            chunk = os.read(fd, 65536)
+            name = fds[fd]
+            if chunk:
+                self.bufs[name] += chunk
+            else:
+                os.close(fd)
+                self.fds[name] = None
+        return bool(r)
+
+    def _drain(self):
+        while self._pump(0):
+            pass
+
+    def send_raw(self, data):
+        os.write(self.req_w, data)
+
+    def send(self, code, timeout_ms=10000):
+        rid = self.next_id
+        self.next_id += 1
+        self.send_raw(json.dumps({'id': rid, 'code': code, 'timeoutMs': timeout_ms}).encode() + b'\n')
+        return rid
+
+    def reply(self, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while b'\n' not in self.bufs['reply']:
+            if self.fds['reply'] is None:
+                raise AssertionError('reply pipe closed (driver exited %r); stderr: %r'
+                                     % (self.proc.poll(), self.bufs['stderr']))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError('no reply within %.1fs' % timeout)
+            self._pump(left)
+        line, self.bufs['reply'] = self.bufs['reply'].split(b'\n', 1)
+        self._drain()
+        return json.loads(line)
+
+    def run(self, code, timeout=10.0):
+        rid = self.send(code)
+        rep = self.reply(timeout)
+        assert rep['id'] == rid, rep
+        return rep
+
+    def output(self, wait=0.0):
+        """(stdout, stderr) captured since the last call; wait collects for that long."""
+        deadline = time.monotonic() + wait
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._pump(left)
+        self._drain()
+        out, err = self.bufs['stdout'], self.bufs['stderr']
+        self.bufs['stdout'] = self.bufs['stderr'] = b''
+        return out, err
+
+    def wait_stdout(self, marker, timeout=10.0):
+        """Wait until marker shows up on stdout (the cell is running)."""
+        deadline = time.monotonic() + timeout
+        while marker not in self.bufs['stdout']:
+            if time.monotonic() > deadline:
+                raise AssertionError('%r not printed; got %r' % (marker, self.bufs['stdout']))
+            self._pump(0.05)
+        self.bufs['stdout'] = b''
+        time.sleep(0.05)  # let the cell get into its loop
+
+    def interrupt(self):
+        self.proc.send_signal(signal.SIGINT)
+
+    def close(self):
+        try:
+            os.close(self.req_w)
+        except OSError:
+            pass
+        try:
+            rc = self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        for name, fd in self.fds.items():
+            if fd is not None:
+                os.close(fd)
+        shutil.rmtree(self.cwd, ignore_errors=True)
+        return rc
+
+
+def _dup_high(fd):
+    import fcntl
+    new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100)
+    os.close(fd)
+    return new
+
+
+def main_text(rep):
+    mains = [r for r in rep['results'] if r.get('isMainResult')]
+    if not mains:
+        return None
+    assert len(mains) == 1, rep
+    return mains[0]['text/plain']
+
+
+class _DriverTest:
+    """Tests shared by both languages; subclasses set ARGV and CODE snippets."""
+
+    ARGV = None
+    _spare = None  # a driver started in advance for the next test (hides startup time)
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls._spare is not None:
+            cls._spare.close()
+            cls._spare = None
+
+    def setUp(self):
+        cls = type(self)
+        self.d = cls._spare if cls._spare is not None else Driver(self.ARGV)
+        cls._spare = Driver(self.ARGV)
+        self.tmp = self.d.cwd
+
+    def tearDown(self):
+        rc = self.d.close()
+        self.assertEqual(rc, 0, 'driver exit status at EOF')
+
+    def assertOk(self, rep):
+        self.assertTrue(rep['ok'], rep)
+        self.assertIsNone(rep['error'], rep)
+
+    def assertError(self, rep, name):
+        self.assertFalse(rep['ok'], rep)
+        self.assertEqual(rep['error']['name'], name, rep)
+        self.assertNotIn('driver.', rep['error']['traceback'], rep['error']['traceback'])
+        return rep['error']
+
+    def test_protocol_error_and_keeps_serving(self):
+        self.d.send_raw(b'this is not json\n')
+        rep = self.d.reply()
+        self.assertIsNone(rep['id'])
+        self.assertFalse(rep['ok'])
+        self.assertEqual(rep['error']['name'], 'ProtocolError')
+        self.d.send_raw(b'{"id": 77}\n')
+        rep = self.d.reply()
+        self.assertEqual(rep['id'], 77)
+        self.assertEqual(rep['error']['name'], 'ProtocolError')
+        self.assertEqual(main_text(self.d.run(self.EXPR_1_PLUS_1)), '2')
+
+    def test_execution_count_increases(self):
+        counts = [self.d.run(self.EXPR_1_PLUS_1)['executionCount'] for _ in range(3)]
+        self.assertEqual(counts, [1, 2, 3])
+
+    def test_idle_sigint_does_not_kill(self):
+        self.assertOk(self.d.run(self.EXPR_1_PLUS_1))
+        self.d.interrupt()
+        time.sleep(0.2)
+        self.assertIsNone(self.d.proc.poll())
+        self.assertEqual(main_text(self.d.run(self.EXPR_1_PLUS_1)), '2')
+
+    def test_unicode(self):
+        rep = self.d.run(self.PRINT_UNICODE)
+        self.assertOk(rep)
+        out, _ = self.d.output()
+        self.assertEqual(out.decode('utf-8'), 'héllo wörld ✓ 😀\n')
+
+    def test_protocol_fds_not_inherited(self):
+        rep = self.d.run(self.LIST_CHILD_FDS)
+        self.assertOk(rep)
+        out, _ = self.d.output()
+        fds = sorted(int(x) for x in out.decode().split())
+        self.assertEqual(fds, [0, 1, 2, 3], out)  # 3 = the listing's own directory fd
+
+
+class PythonDriverTest(_DriverTest, unittest.TestCase):
+    ARGV = [PYTHON, '-I', '-u', PY_DRIVER]
+    EXPR_1_PLUS_1 = '1 + 1'
+    PRINT_UNICODE = "print('héllo wörld ✓ 😀')"
+    LIST_CHILD_FDS = "import subprocess\nsubprocess.run(['ls', '/proc/self/fd'])"
+
+    def test_print_and_main_result(self):
+        rep = self.d.run("print('hi')\nx = 40\nx + 2")
+        self.assertOk(rep)
+        self.assertEqual(rep['results'], [{'text/plain': '42', 'isMainResult': True}])
+        self.assertEqual(self.d.output()[0], b'hi\n')
+
+    def test_no_main_result(self):
+        for code in ('None', 'x = 5', 'def f(): pass', 'import os', "print('a')"):
+            rep = self.d.run(code)
+            self.assertOk(rep)
+            self.assertEqual(rep['results'], [], code)
+
+    def test_repr_and_last_value(self):
+        rep = self.d.run("'a\\nb'")
+        self.assertEqual(main_text(rep), "'a\\nb'")
+        self.assertEqual(main_text(self.d.run('[1, 2]')), '[1, 2]')
+        self.assertEqual(main_text(self.d.run('_')), '[1, 2]')
+
+    def test_persistence(self):
+        self.assertOk(self.d.run('import math\ny = 10\ndef sq(v):\n    return v * v'))
+        self.assertEqual(main_text(self.d.run('sq(y) + int(math.sqrt(16))')), '104')
+
+    def test_errors(self):
+        err = self.assertError(self.d.run('x = 1\nundefined_name + 1'), 'NameError')
+        self.assertEqual(err['value'], "name 'undefined_name' is not defined")
+        self.assertIn('<cell-1>', err['traceback'])
+        self.assertIn('line 2', err['traceback'])
+        self.assertIn('undefined_name + 1', err['traceback'])
+        self.assertTrue(err['traceback'].startswith('Traceback'), err['traceback'])
+        self.assertOk(self.d.run('def f():\n    return 1 / 0'))
+        err = self.assertError(self.d.run('f()'), 'ZeroDivisionError')
+        self.assertEqual(err['value'], 'division by zero')
+        self.assertIn('<cell-2>', err['traceback'])
+        self.assertIn('<cell-3>', err['traceback'])
+        self.assertIn('return 1 / 0', err['traceback'])
+
+    def test_syntax_error(self):
+        err = self.assertError(self.d.run('x = (1,\ny = 2 +'), 'SyntaxError')
+        self.assertIn('<cell-1>', err['traceback'])
+        self.assertIn('SyntaxError', err['traceback'])
+        self.assertEqual(main_text(self.d.run('3')), '3')
+
+    def test_stderr(self):
+        self.assertOk(self.d.run("import sys\nsys.stderr.write('oops\\n')\nNone"))
+        out, err = self.d.output()
+        self.assertEqual((out, err), (b'', b'oops\n'))
+
+    def test_invalid_utf8_passthrough(self):
+        self.assertOk(self.d.run("import sys\nsys.stdout.buffer.write(b'a\\xff\\xfeb\\n')\nNone"))
+        self.assertEqual(self.d.output()[0], b'a\xff\xfeb\n')
+
+    def test_top_level_await(self):
+        self.assertOk(self.d.run('import asyncio\nasync def f(v):\n    await asyncio.sleep(0.01)\n    return v * 2'))
+        rep = self.d.run('r = await f(21)\nr')
+        self.assertEqual(main_text(rep), '42')
+        self.assertEqual(main_text(self.d.run('await f(r)')), '84')
+        self.assertEqual(main_text(self.d.run('asyncio.run(f(1))')), '2')
+
+    def test_interrupt_busy_loop(self):
+        rid = self.d.send('print("go")\nwhile True:\n    pass')
+        self.d.wait_stdout(b'go')
+        self.d.interrupt()
+        rep = self.d.reply()
+        self.assertEqual(rep['id'], rid)
+        err = self.assertError(rep, 'KeyboardInterrupt')
+        self.assertIn('<cell-1>', err['traceback'])
+        self.assertIn('while True', err['traceback'])
+        self.assertEqual(main_text(self.d.run('1 + 1')), '2')
+
+    def test_interrupt_await_and_sleep(self):
+        self.assertOk(self.d.run('import asyncio, time'))
+        rid = self.d.send('print("go")\nawait asyncio.sleep(100)')
+        self.d.wait_stdout(b'go')
+        self.d.interrupt()
+        self.assertError(self.d.reply(), 'KeyboardInterrupt')
+        self.d.send('print("go")\ntime.sleep(100)')
+        self.d.wait_stdout(b'go')
+        self.d.interrupt()
+        self.assertError(self.d.reply(), 'KeyboardInterrupt')
+        self.assertEqual(main_text(self.d.run('await asyncio.sleep(0, 5)')), '5')
+
+    def test_overwriting_builtins(self):
+        code = ('import builtins, json, sys, io\nprint = None\njson.dumps = None\njson.loads = None\n'
+                'builtins.print = None\nbuiltins.repr = None\nsys.stdout = io.StringIO()\nsys.stderr = None\n42')
+        rep = self.d.run(code)
+        self.assertOk(rep)
+        self.assertEqual(main_text(rep), '42')
+        rep = self.d.run('1 / 0')
+        self.assertError(rep, 'ZeroDivisionError')
+
+    def test_subprocess_output(self):
+        self.assertOk(self.d.run("import subprocess\nsubprocess.run(['echo', 'from child'])\nNone"))
+        self.assertEqual(self.d.output()[0], b'from child\n')
+
+    def test_sys_exit(self):
+        err = self.assertError(self.d.run('import sys\nsys.exit(3)'), 'SystemExit')
+        self.assertEqual(err['value'], '3')
+        self.assertEqual(main_text(self.d.run('1 + 1')), '2')
+        self.assertError(self.d.run('raise KeyboardInterrupt'), 'KeyboardInterrupt')
+        self.assertEqual(main_text(self.d.run('2 + 2')), '4')
+
+    def test_rich_repr_and_display(self):
+        code = ('class R:\n'
+                '    def _repr_html_(self): return "<b>r</b>"\n'
+                '    def _repr_png_(self): return b"\\x89PNG"\n'
+                '    def _repr_json_(self): return {"a": 1}\n'
+                '    def __repr__(self): return "R()"\n'
+                'display(R(), 7)\n'
+                'R()')
+        rep = self.d.run(code)
+        self.assertOk(rep)
+        self.assertEqual(len(rep['results']), 3)
+        d0, d1, main = rep['results']
+        self.assertEqual(main, {'text/plain': 'R()', 'text/html': '<b>r</b>', 'image/png': 'iVBORw==',
+                                'application/json': {'a': 1}, 'isMainResult': True})
+        self.assertEqual(d0['isMainResult'], False)
+        self.assertEqual(d0['text/html'], '<b>r</b>')
+        self.assertEqual(d1, {'text/plain': '7', 'isMainResult': False})
+
+    def test_forked_child_does_not_answer(self):
+        rep = self.d.run('import os\npid = os.fork()\nif pid == 0:\n    print("child")\nelse:\n    os.waitpid(pid, 0)\npid > 0')
+        self.assertEqual(main_text(rep), 'True')
+        self.assertEqual(main_text(self.d.run('1 + 1')), '2')
+
+    def test_user_sigint_handler_while_idle(self):
+        self.assertOk(self.d.run('import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\nNone'))
+        self.d.interrupt()
+        time.sleep(0.1)
+        self.assertEqual(main_text(self.d.run('1 + 1')), '2')
+
+    def test_pickle_class_defined_in_cell(self):
+        rep = self.d.run('import pickle\nclass P:\n    pass\ntype(pickle.loads(pickle.dumps(P()))).__name__')
+        self.assertEqual(main_text(rep), "'P'")
+
+
+class JavaScriptDriverTest(_DriverTest, unittest.TestCase):
+    ARGV = [NODE, '--expose-internals', JS_DRIVER]
+    EXPR_1_PLUS_1 = '1 + 1'
+    PRINT_UNICODE = "console.log('héllo wörld ✓ 😀')"
+    LIST_CHILD_FDS = "require('child_process').execSync('ls /proc/self/fd', {stdio: 'inherit'}); undefined"
+
+    def test_print_and_main_result(self):
+        rep = self.d.run("console.log('hi')\nconst x = 40\nx + 2")
+        self.assertOk(rep)
+        self.assertEqual(rep['results'], [{'text/plain': '42', 'isMainResult': True}])
+        self.assertEqual(self.d.output()[0], b'hi\n')
+
+    def test_no_main_result(self):
+        for code in ('undefined', 'let a1 = 5', 'const a2 = 6', 'var a3 = 7', 'function f() {}',
+                     "console.log('a')"):
+            rep = self.d.run(code)
+            self.assertOk(rep)
+            self.assertEqual(rep['results'], [], code)
+
+    def test_inspect_values(self):
+        self.assertEqual(main_text(self.d.run("'s'")), "'s'")
+        self.assertEqual(main_text(self.d.run('({a: 1, b: [1, 2]})')), '{ a: 1, b: [ 1, 2 ] }')
+        self.assertEqual(main_text(self.d.run('{a: 1}')), '{ a: 1 }')
+        self.assertEqual(main_text(self.d.run('null')), 'null')
+
+    def test_persistence(self):
+        self.assertOk(self.d.run("const path = require('path')\nlet y = 10\nfunction sq(v) { return v * v }\n"
+                                 "class K { get v() { return 1 } }"))
+        self.assertEqual(main_text(self.d.run("sq(y) + new K().v + path.basename('/a/b')")), "'101b'")
+        self.assertEqual(main_text(self.d.run("typeof module + typeof exports + __dirname.length")),
+                         "'objectobject%d'" % len(self.tmp))
+
+    def test_require_relative_to_cwd(self):
+        with open(os.path.join(self.tmp, 'mod.js'), 'w') as f:
+            f.write('module.exports = 5\n')
+        self.assertEqual(main_text(self.d.run("require('./mod.js') + 1")), '6')
+
+    def test_errors(self):
+        err = self.assertError(self.d.run('let q = 1\nundefinedName + 1'), 'ReferenceError')
+        self.assertEqual(err['value'], 'undefinedName is not defined')
+        self.assertIn('<cell-1>:2', err['traceback'])
+        self.assertNotIn('node:vm', err['traceback'])
+        self.assertOk(self.d.run('function boom() { return null.x }'))
+        err = self.assertError(self.d.run('boom()'), 'TypeError')
+        self.assertIn('<cell-2>:1', err['traceback'])
+        self.assertIn('<cell-3>:1', err['traceback'])
+        err = self.assertError(self.d.run("throw 'plain'"), 'Error')
+        self.assertEqual(err['value'], 'plain')
+        err = self.assertError(self.d.run("throw {code: 5}"), 'Error')
+        self.assertEqual(err['value'], '{ code: 5 }')
+
+    def test_syntax_error(self):
+        err = self.assertError(self.d.run('let x = ;'), 'SyntaxError')
+        self.assertIn('<cell-1>', err['traceback'])
+        self.assertIn('SyntaxError', err['traceback'])
+        self.assertNotIn('node:', err['traceback'])
+        err = self.assertError(self.d.run('await 1 +'), 'SyntaxError')
+        self.assertIn('<cell-2>', err['traceback'])
+        self.assertEqual(err['value'], 'Unexpected end of input')
+        self.assertEqual(main_text(self.d.run('3')), '3')
+
+    def test_stderr(self):
+        self.assertOk(self.d.run("console.error('oops'); process.stderr.write('raw\\n'); undefined"))
+        out, err = self.d.output()
+        self.assertEqual((out, err), (b'', b'oops\nraw\n'))
+
+    def test_invalid_utf8_passthrough(self):
+        self.assertOk(self.d.run("process.stdout.write(Buffer.from([0x61, 0xff, 0xfe, 0x62, 0x0a])); undefined"))
+        self.assertEqual(self.d.output()[0], b'a\xff\xfeb\n')
+
+    def test_top_level_await(self):
+        self.assertOk(self.d.run('const f = async (v) => { await new Promise(r => setTimeout(r, 10)); return v * 2 }'))
+        self.assertEqual(main_text(self.d.run('const r = await f(21)\nr // comment')), '42')
+        self.assertEqual(main_text(self.d.run('r')), '42')
+        self.assertEqual(main_text(self.d.run('await f(r)')), '84')
+        self.assertEqual(self.d.run('const z = await f(1)')['results'], [])
+        self.assertEqual(main_text(self.d.run('z')), '2')
+        err = self.assertError(self.d.run('await Promise.reject(new RangeError("bad"))'), 'RangeError')
+        self.assertEqual(err['value'], 'bad')
+        self.assertIn('<cell-', err['traceback'])
+
+    def test_interrupt_busy_loop(self):
+        rid = self.d.send('console.log("go"); while (true) {}')
+        self.d.wait_stdout(b'go')
+        self.d.interrupt()
+        rep = self.d.reply()
+        self.assertEqual(rep['id'], rid)
+        self.assertError(rep, 'Interrupted')
+        self.assertEqual(main_text(self.d.run('1 + 1')), '2')
+
+    def test_interrupt_await(self):
+        rid = self.d.send('console.log("go"); await new Promise(() => {})')
+        self.d.wait_stdout(b'go')
+        self.d.interrupt()
+        rep = self.d.reply()
+        self.assertEqual(rep['id'], rid)
+        self.assertError(rep, 'Interrupted')
+        self.assertEqual(main_text(self.d.run('1 + 1')), '2')
+        # A busy loop before the cell's first await still runs under breakOnSigint.
+        self.d.send('console.log("go"); let n = 0; while (true) { n++ }; await null')
+        self.d.wait_stdout(b'go')
+        self.d.interrupt()
+        self.assertError(self.d.reply(), 'Interrupted')
+        self.assertEqual(main_text(self.d.run('2 + 2')), '4')
+
+    def test_overwriting_globals(self):
+        rep = self.d.run("JSON = null; console = null; globalThis.require = null; "
+                         "Array.prototype.push = null; String.prototype.split = null; 42")
+        self.assertOk(rep)
+        self.assertEqual(main_text(rep), '42')
+        self.assertError(self.d.run('nope'), 'ReferenceError')
+
+    def test_subprocess_output(self):
+        self.assertOk(self.d.run("require('child_process').execSync('echo hi', {stdio: 'inherit'}); undefined"))
+        self.assertEqual(self.d.output()[0], b'hi\n')
+
+    def test_async_errors_do_not_kill(self):
+        self.assertOk(self.d.run("setTimeout(() => { throw new Error('late') }, 10); "
+                                 "Promise.reject(new Error('rej')); undefined"))
+        _, err = self.d.output(wait=0.2)
+        self.assertIn(b'late', err)
+        self.assertIn(b'rej', err)
+        self.assertEqual(main_text(self.d.run('1 + 1')), '2')
+
+    def test_protocol_fds_hidden_without_proc_reopen(self):
+        # Fallback when /proc/self/fd/N cannot be re-opened (pipe owned by another uid).
+        d = Driver(self.ARGV, {'CODEBAY_DRIVER_NO_REOPEN': '1'})
+        try:
+            code = ("const cp = require('child_process');\n"
+                    "cp.execSync('ls -l /proc/self/fd', {stdio: 'inherit'});\n"
+                    "cp.spawnSync('ls', ['-l', '/proc/self/fd'], {stdio: 'inherit'});\n"
+                    "await new Promise(r => cp.spawn('ls', ['-l', '/proc/self/fd'], {stdio: 'inherit'}).on('exit', r))")
+            rep = d.run(code)
+            self.assertOk(rep)
+            out, err = d.output()
+            self.assertEqual(err, b'')
+            links = [l.split()[-3:] for l in out.decode().splitlines() if ' -> ' in l]
+            fd34 = [target for fd, _, target in links if fd in ('3', '4')]
+            self.assertEqual(fd34, ['/dev/null'] * 6, out)  # 3 children x fds 3, 4
+            self.assertEqual(main_text(d.run('1 + 1')), '2')
+        finally:
+            self.assertEqual(d.close(), 0)
+
+    def test_display(self):
+        rep = self.d.run('display(5); display({"text/html": "<i>x</i>"}, {raw: true}); 1')
+        self.assertOk(rep)
+        self.assertEqual(rep['results'], [
+            {'text/plain': '5', 'isMainResult': False},
+            {'text/html': '<i>x</i>', 'text/plain': '', 'isMainResult': False},
+            {'text/plain': '1', 'isMainResult': True}])
+
+
+if __name__ == '__main__':
+    unittest.main()
