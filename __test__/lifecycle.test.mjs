@@ -1,0 +1,71 @@
+// What a session leaves behind when its Node process goes away.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import fs from 'node:fs'
+
+const INDEX = fileURLToPath(new URL('../index.js', import.meta.url))
+
+/** Every cgroup directory of a session, in whichever hierarchies the host has. */
+function cgroupDirs(sessionId) {
+  const root = '/sys/fs/cgroup'
+  const candidates = [`${root}/codebay/${sessionId}`]
+  for (const entry of fs.readdirSync(root)) candidates.push(`${root}/${entry}/codebay/${sessionId}`)
+  return candidates.filter((dir) => fs.existsSync(dir))
+}
+
+function hostPidsOf(dirs) {
+  const pids = new Set()
+  for (const dir of dirs) {
+    for (const line of fs.readFileSync(`${dir}/cgroup.procs`, 'utf8').split('\n')) if (line) pids.add(Number(line))
+  }
+  return [...pids]
+}
+
+/** Children of every thread of a process (the helper is spawned from a tokio thread). */
+function childrenOf(pid) {
+  const kids = []
+  for (const task of fs.readdirSync(`/proc/${pid}/task`)) {
+    const text = fs.readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim()
+    if (text) kids.push(...text.split(/\s+/).map(Number))
+  }
+  return kids
+}
+
+async function waitFor(check, ms) {
+  const until = Date.now() + ms
+  while (Date.now() < until) {
+    if (check()) return true
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  return check()
+}
+
+test('when the Node process is SIGKILLed, the helper and every sandbox process go with it', async () => {
+  const script = `
+    const { LocalSession } = require(${JSON.stringify(INDEX)})
+    ;(async () => {
+      const s = await LocalSession.create()
+      await s.code.runCode("import subprocess; subprocess.Popen(['sh', '-c', 'trap \\"\\" TERM INT HUP; sleep 1000'], start_new_session=True)", 'python')
+      await s.code.runCode('setInterval(() => {}, 1000); 1', 'javascript')
+      console.log(s.getSessionId())
+      setInterval(() => {}, 1000)
+    })()
+  `
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const sessionId = await new Promise((resolve, reject) => {
+    child.stdout.once('data', (d) => resolve(String(d).trim()))
+    child.once('exit', (code) => reject(new Error(`node exited early with ${code}`)))
+  })
+  const dirs = cgroupDirs(sessionId)
+  assert.ok(dirs.length > 0, 'the session has cgroups while it lives')
+  const pids = hostPidsOf(dirs)
+  assert.ok(pids.length >= 4, `init, two drivers and the sleeper are in the cgroup: ${pids}`)
+  const helpers = childrenOf(child.pid).filter((p) => fs.readFileSync(`/proc/${p}/comm`, 'utf8').trim() === 'codebay-sandbox')
+  assert.equal(helpers.length, 1, 'one sandbox helper per session')
+  pids.push(...helpers)
+  child.kill('SIGKILL')
+  const gone = await waitFor(() => cgroupDirs(sessionId).length === 0 && pids.every((p) => !fs.existsSync(`/proc/${p}`)), 10_000)
+  assert.ok(gone, `left behind: cgroups ${cgroupDirs(sessionId)}, pids ${pids.filter((p) => fs.existsSync(`/proc/${p}`))}`)
+})
