@@ -58,6 +58,22 @@ const ObjectKeys = Object.keys;
 const StringCtor = String;
 const ErrorCtor = Error;
 const DRIVER_FILE = __filename;
+const setTimeoutCaptured = setTimeout;
+// Captured before user code can replace them: the streams whose writes must be
+// flushed before a reply (a write the pipe does not take at once, e.g. one cut
+// short by a signal, is finished asynchronously by libuv).
+const stdStreams = [proc.stdout, proc.stderr];
+// libuv makes the pipes non-blocking and queues what the pipe does not take, so a
+// flood of output would sit in this process's memory (and count against the
+// session's) however fast the addon reads. Blocking writes wait for the reader
+// instead, as Python's do; children inheriting fd 1/2 get a blocking pipe too.
+for (const s of stdStreams) {
+  try {
+    if (s._handle && typeof s._handle.setBlocking === 'function') s._handle.setBlocking(true);
+  } catch {
+    // not a pipe (a file, /dev/null): writes to it are synchronous anyway
+  }
+}
 
 // ---------------------------------------------------------------- protocol fds
 //
@@ -317,9 +333,52 @@ function mainResult(value) {
   return { 'text/plain': inspect(value), isMainResult: true };
 }
 
-function finish(run, value, err, hasError) {
-  if (current !== run) return; // already answered (interrupted)
+// Bytes the user's code wrote to stdout/stderr that libuv has not yet handed to
+// the pipe. A stream that failed or was destroyed holds nothing it will write.
+function unflushedBytes() {
+  let n = 0;
+  for (let i = 0; i < stdStreams.length; i++) {
+    try {
+      const s = stdStreams[i];
+      unstick(s);
+      if (!s.destroyed) n += s.writableLength | 0;
+    } catch {
+      // a stream the user broke: nothing to wait for
+    }
+  }
+  return n;
+}
+
+// An interrupt (breakOnSigint) can land between a write libuv has finished and
+// the JavaScript that records it: the stream then waits forever for that write,
+// and buffers everything after it. Seen from outside any JavaScript, a write in
+// progress with nothing queued in libuv can only be that; complete it.
+function unstick(s) {
+  const state = s._writableState;
+  const handle = s._handle;
+  if (state && state.writing && handle && handle.writeQueueSize === 0 &&
+      typeof state.writecb === 'function' && typeof state.onwrite === 'function') {
+    state.onwrite(null);
+  }
+}
+
+// Polled rather than awaited through 'drain', which fires only after a write that
+// returned false: a small write left queued would never announce its end.
+function whenFlushed(cb) {
+  if (unflushedBytes() === 0) return cb();
+  setTimeoutCaptured(whenFlushed, 1, cb);
+}
+
+function send(run, reply) {
+  if (current !== run) return; // already answered
   current = null;
+  sendReply(reply);
+  proc.nextTick(pump);
+}
+
+function finish(run, value, err, hasError) {
+  if (current !== run || run.finished) return; // already answered (interrupted)
+  run.finished = true;
   let error = null;
   if (hasError) {
     error = isInterrupt(err) ? interruptedError() : formatError(err);
@@ -331,16 +390,25 @@ function finish(run, value, err, hasError) {
       error = formatError(e);
     }
   }
-  sendReply({
+  const reply = {
     id: run.id, ok: error === null, executionCount: run.count,
     results: run.results, error,
-  });
-  proc.nextTick(pump);
+  };
+  // The reply comes after the run's output (docs/internals.md section 4): output
+  // still queued would otherwise be captured as the next run's. An interrupted run
+  // answers at once, and an interrupt while the output drains cuts the wait short:
+  // the deadline has passed, and a flood of background output must not outlast it.
+  if (hasError && isInterrupt(err)) {
+    send(run, reply);
+    return;
+  }
+  run.interrupt = () => send(run, reply);
+  whenFlushed(() => send(run, reply));
 }
 
 function execute(req) {
   executionCount += 1;
-  const run = { id: req.id, count: executionCount, results: [], interrupt: null };
+  const run = { id: req.id, count: executionCount, results: [], interrupt: null, finished: false };
   current = run;
   const filename = `<cell-${run.count}>`;
   let outcome;

@@ -103,3 +103,108 @@ async fn unknown_tools_and_bad_arguments_fail_cleanly() {
     assert!(t.error_message.starts_with("Unsupported language: cobol."));
     session.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_stdout_or_stderr_replaces_the_interpreter() {
+    let session = LocalSession::create(options()).await.expect("create");
+    for (code, language, stream) in [
+        ("import os\nos.close(1)\n1", "python", "stdout"),
+        ("import os\nos.close(2)\n1", "python", "stderr"),
+        (
+            "require('fs').closeSync(1); console.log('lost'); 1",
+            "javascript",
+            "stdout",
+        ),
+    ] {
+        let r = run(&session, code, language, 10.0).await;
+        assert!(!r.success, "{r:?}");
+        let error = r.error.unwrap();
+        assert_eq!(error.name, "InterpreterExitError");
+        assert!(error.value.contains(stream), "{}", error.value);
+        // A fresh interpreter, whose output is captured again.
+        let print = if language == "python" {
+            "print('back')"
+        } else {
+            "console.log('back')"
+        };
+        let r = run(&session, print, language, 10.0).await;
+        assert_eq!(r.logs.unwrap().stdout, vec!["back\n"], "{language}");
+    }
+    session.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_limit_is_reported_even_when_the_code_raised_nothing() {
+    let mut opts = options();
+    opts.max_processes = 16;
+    let session = LocalSession::create(opts).await.expect("create");
+    // Node reports the failed spawns as events after the cell has returned.
+    let r = run(
+        &session,
+        "const cp = require('child_process'); for (let i = 0; i < 40; i++) cp.spawn('sleep', ['30']); 1",
+        "javascript",
+        10.0,
+    )
+    .await;
+    assert_eq!(
+        r.error.as_ref().map(|e| e.name.as_str()),
+        Some("ProcessLimitError"),
+        "{r:?}"
+    );
+    let r = run(&session, "2", "javascript", 10.0).await;
+    assert_eq!(r.result, "2", "{r:?}");
+    session.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_output_is_flushed_before_the_reply() {
+    let mut opts = options();
+    opts.output_cap_bytes = 1024 * 1024;
+    let session = LocalSession::create(opts).await.expect("create");
+    let r = run(
+        &session,
+        "process.stdout.write('x'.repeat(3 * 1024 * 1024)); 1",
+        "javascript",
+        10.0,
+    )
+    .await;
+    assert_eq!(r.error.as_ref().unwrap().name, "OutputLimitError", "{r:?}");
+    assert!(r.error.unwrap().value.contains("2097152 bytes of stdout"));
+    let r = run(&session, "2", "javascript", 10.0).await;
+    assert_eq!(
+        r.logs.unwrap().stdout,
+        Vec::<String>::new(),
+        "nothing spills into the next run"
+    );
+    session.close().await;
+}
+
+/// Every cgroup directory of a session, in whichever hierarchies the host has.
+fn cgroup_dirs(session_id: &str) -> Vec<PathBuf> {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let mut candidates = vec![root.join("codebay").join(session_id)];
+    for entry in std::fs::read_dir(root).unwrap().flatten() {
+        candidates.push(entry.path().join("codebay").join(session_id));
+    }
+    candidates.into_iter().filter(|d| d.exists()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_dropped_without_close_is_still_cleaned_up() {
+    let session = LocalSession::create(options()).await.expect("create");
+    let r = run(&session, "1", "python", 10.0).await;
+    assert!(r.success, "{r:?}");
+    let id = session.id().to_owned();
+    assert!(
+        !cgroup_dirs(&id).is_empty(),
+        "the session has cgroups while it lives"
+    );
+    drop(session);
+    // The helper removes the cgroups once it sees our socket close; killing it instead
+    // would leave them behind for good.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cgroup_dirs(&id).is_empty() && std::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(cgroup_dirs(&id), Vec::<PathBuf>::new());
+}

@@ -64,6 +64,10 @@ pub struct Context {
     stderr: pipe::Receiver,
     pidfd: AsyncFd<OwnedFd>,
     reply_buf: Vec<u8>,
+    /// Which of stdout/stderr reached end of file. The driver holds the only write
+    /// ends, so this means the user's code closed the interpreter's fd 1 or 2: its
+    /// output would be lost from then on, silently.
+    closed_streams: [bool; 2],
     /// False once the interpreter is known to be dead or unusable.
     pub alive: bool,
 }
@@ -79,6 +83,7 @@ impl Context {
             stderr: pipe::Receiver::from_owned_fd(fds.stderr_r)?,
             pidfd: super::sandbox::register(fds.pidfd)?,
             reply_buf: Vec::new(),
+            closed_streams: [false; 2],
             alive: true,
         })
     }
@@ -95,7 +100,7 @@ impl Context {
         let line = json!({ "id": id, "code": code, "timeoutMs": timeout.as_millis() as u64 })
             .to_string()
             + "\n";
-        let end = match self
+        let end = self
             .exchange(
                 id,
                 line.as_bytes(),
@@ -103,15 +108,24 @@ impl Context {
                 &mut stdout,
                 &mut stderr,
             )
-            .await
-        {
-            end @ RunEnd::Replied { .. } => end,
-            other => {
-                self.alive = false;
-                other
-            }
-        };
+            .await;
         self.drain(&mut stdout, &mut stderr);
+        let end = match end {
+            RunEnd::Replied { .. } if self.closed_streams.contains(&true) => {
+                let stream = if self.closed_streams[0] {
+                    "stdout (fd 1)"
+                } else {
+                    "stderr (fd 2)"
+                };
+                RunEnd::Broken {
+                    why: format!("the code closed the interpreter's {stream}, so its output could no longer be captured"),
+                }
+            }
+            end => end,
+        };
+        if !matches!(end, RunEnd::Replied { .. }) {
+            self.alive = false;
+        }
         RunOutcome {
             end,
             stdout,
@@ -139,7 +153,7 @@ impl Context {
         let mut out_buf = vec![0u8; 64 * 1024];
         let mut err_buf = vec![0u8; 64 * 1024];
         let mut reply_chunk = vec![0u8; 64 * 1024];
-        let (mut out_open, mut err_open) = (true, true);
+        let [mut out_open, mut err_open] = self.closed_streams.map(|closed| !closed);
         let mut interrupted_at: Option<Instant> = None;
         loop {
             if let Some(line) = self.take_reply_line() {
@@ -171,11 +185,11 @@ impl Context {
                     Err(e) => return RunEnd::Broken { why: format!("the interpreter stopped reading requests ({e})") },
                 },
                 n = self.stdout.read(&mut out_buf), if out_open => match n {
-                    Ok(0) | Err(_) => out_open = false,
+                    Ok(0) | Err(_) => (out_open, self.closed_streams[0]) = (false, true),
                     Ok(n) => stdout.push(&out_buf[..n]),
                 },
                 n = self.stderr.read(&mut err_buf), if err_open => match n {
-                    Ok(0) | Err(_) => err_open = false,
+                    Ok(0) | Err(_) => (err_open, self.closed_streams[1]) = (false, true),
                     Ok(n) => stderr.push(&err_buf[..n]),
                 },
                 n = self.reply.read(&mut reply_chunk) => match n {
@@ -208,12 +222,14 @@ impl Context {
     /// without waiting (a background process may keep writing; that is the next run's).
     fn drain(&mut self, stdout: &mut CappedOutput, stderr: &mut CappedOutput) {
         let mut buf = vec![0u8; 64 * 1024];
-        for (pipe, out) in [(&self.stdout, stdout), (&self.stderr, stderr)] {
-            while let Ok(n) = pipe.try_read(&mut buf) {
-                if n == 0 {
-                    break;
+        let pipes = [(&self.stdout, stdout), (&self.stderr, stderr)];
+        for ((pipe, out), closed) in pipes.into_iter().zip(&mut self.closed_streams) {
+            while !*closed {
+                match pipe.try_read(&mut buf) {
+                    Ok(0) => *closed = true,
+                    Ok(n) => out.push(&buf[..n]),
+                    Err(_) => break,
                 }
-                out.push(&buf[..n]);
             }
         }
     }

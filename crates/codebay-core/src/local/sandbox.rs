@@ -108,12 +108,15 @@ impl Sandbox {
         };
         // The socket becomes the helper's stdin: std dup2s it without a pre_exec hook,
         // which would be unsound in a multi-threaded process like Node.
+        // No kill_on_drop: a session dropped without close() (Node exiting, a lost
+        // reference) must still be cleaned up, and only the helper can remove its
+        // cgroups. SIGKILLing it would leave them behind; dropping our socket end
+        // instead makes init exit and the helper clean up and exit by itself.
         let mut child = tokio::process::Command::new(helper_path)
             .stdin(Stdio::from(theirs))
             .stdout(Stdio::null())
             .stderr(stderr)
             .env_clear()
-            .kill_on_drop(true)
             .spawn()
             .map_err(|source| SandboxError::Spawn {
                 path: helper_path.into(),
@@ -129,7 +132,7 @@ impl Sandbox {
         let (message, _) = match answer {
             Ok(answer) => answer,
             Err(err) => {
-                let _ = child.kill().await;
+                end_helper(control, &mut child).await;
                 return Err(err);
             }
         };
@@ -149,7 +152,7 @@ impl Sandbox {
                 Err(setup_error(&message))
             }
             _ => {
-                let _ = child.kill().await;
+                end_helper(control, &mut child).await;
                 Err(SandboxError::Protocol(format!(
                     "expected ready, got {message}"
                 )))
@@ -202,16 +205,24 @@ impl Sandbox {
     /// of its pid namespace; the helper then removes the cgroups and exits. Waiting for
     /// that exit is what makes "nothing is left" true when this returns. Idempotent.
     pub async fn close(&self) {
-        drop(self.control.lock().await.take());
+        let control = self.control.lock().await.take();
         let Some(mut child) = self.helper.lock().await.take() else {
             return;
         };
-        if tokio::time::timeout(EXIT_GRACE, child.wait())
-            .await
-            .is_err()
-        {
-            let _ = child.kill().await;
-        }
+        end_helper(control, &mut child).await;
+    }
+}
+
+/// Ends the helper the way that lets it clean up: our socket end closes, init exits,
+/// the helper removes the cgroups. Killed only if it does not exit in time, because a
+/// killed helper leaves its cgroups behind.
+async fn end_helper(control: impl Sized, child: &mut tokio::process::Child) {
+    drop(control);
+    if tokio::time::timeout(EXIT_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
     }
 }
 

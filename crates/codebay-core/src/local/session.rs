@@ -256,12 +256,15 @@ impl LocalSession {
             error = Some(wire_error(
                 "MemoryError",
                 &format!(
-                    "The session ran out of memory (limit {} MiB) and a process was killed{}.",
-                    self.memory_limit / MIB,
+                    "The session ran out of memory (limit {}) and a process was killed{}.",
+                    size(self.memory_limit),
                     if reply.is_none() { lost } else { "" }
                 ),
             ));
-        } else if hit_pids && error.is_some() {
+        } else if hit_pids {
+            // Reported even when the code caught the failed fork (or, in JavaScript,
+            // when it surfaces only after the reply): the context is killed below
+            // either way, and a run must not report success for state it lost.
             let cause = error
                 .as_ref()
                 .map(|e| format!(" ({}: {})", e.name, e.value))
@@ -273,10 +276,10 @@ impl LocalSession {
         }
         let (out_dropped, err_dropped) = (stdout.dropped(), stderr.dropped());
         if error.is_none() && (out_dropped > 0 || err_dropped > 0) {
-            let cap = self.output_cap as u64 / MIB;
+            let cap = size(self.output_cap as u64);
             error = Some(wire_error(
                 "OutputLimitError",
-                &format!("The run's output passed the cap of {cap} MiB per stream: the first {cap} MiB were kept, {out_dropped} bytes of stdout and {err_dropped} bytes of stderr were dropped."),
+                &format!("The run's output passed the cap of {cap} per stream: the first {cap} were kept, {out_dropped} bytes of stdout and {err_dropped} bytes of stderr were dropped."),
             ));
         }
         let (results, execution_count) = match reply {
@@ -370,6 +373,16 @@ fn run_code_request(args: &Value) -> Result<RunRequest, String> {
     })
 }
 
+/// A byte count as people read it: exact, in the largest unit that divides it
+/// (a cap of 256 KiB must not read as "0 MiB").
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= MIB && b % MIB == 0 => format!("{} MiB", b / MIB),
+        b if b >= 1024 && b % 1024 == 0 => format!("{} KiB", b / 1024),
+        b => format!("{b} bytes"),
+    }
+}
+
 fn wire_error(name: &str, value: &str) -> WireError {
     WireError {
         name: name.into(),
@@ -439,6 +452,14 @@ mod tests {
         assert!(
             run_code_request(&json!({"code": "1", "language": "py", "timeout_s": "5"})).is_err()
         );
+    }
+
+    #[test]
+    fn sizes_read_exactly() {
+        assert_eq!(size(10 * MIB), "10 MiB");
+        assert_eq!(size(256 * 1024), "256 KiB");
+        assert_eq!(size(MIB + 1024), "1025 KiB");
+        assert_eq!(size(1000), "1000 bytes");
     }
 
     #[test]
