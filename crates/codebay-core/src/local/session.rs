@@ -237,7 +237,10 @@ impl LocalSession {
         let (reply, mut error) = match end {
             RunEnd::Replied { reply, interrupted } => {
                 let error = if interrupted {
-                    Some(wire_error("TimeoutError", &format!("The run exceeded its timeout of {} s and was interrupted.", request.timeout_s)))
+                    let mut timeout = wire_error("TimeoutError", &format!("The run exceeded its timeout of {} s and was interrupted.", request.timeout_s));
+                    // Where the interrupt landed is what the user needs to find the slow line.
+                    timeout.traceback = reply.error.as_ref().map(|e| e.traceback.clone()).unwrap_or_default();
+                    Some(timeout)
                 } else {
                     reply.error.clone()
                 };
