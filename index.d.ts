@@ -121,7 +121,7 @@ export interface LocalSessionOptions {
   network?: boolean
   /**
    * Variables added to the code's environment (which otherwise holds only PATH, HOME,
-   * LANG, USER and PYTHONUNBUFFERED).
+   * LANG and PYTHONUNBUFFERED).
    */
   env?: Record<string, string>
   /** Size of the writable workspace `/home/user`. Default 512 MiB. */

@@ -21,3 +21,103 @@ export function fakeSession(answer = () => ({ success: true, data: 'ok', errorMe
 export function backendJson(fields) {
   return JSON.stringify({ stdout: [], stderr: [], result: [], executionError: '', ...fields })
 }
+
+// ------------------------------------------------------------ host-side views of a LocalSession
+import fs from 'node:fs'
+import { spawn } from 'node:child_process'
+
+/** The session's cgroup dirs on the host (`/sys/fs/cgroup/<hierarchy>/codebay/<sessionId>`). */
+export function cgroupDirs(sessionId) {
+  const dirs = []
+  const candidates = [`/sys/fs/cgroup/codebay/${sessionId}`]
+  for (const h of fs.readdirSync('/sys/fs/cgroup')) candidates.push(`/sys/fs/cgroup/${h}/codebay/${sessionId}`)
+  for (const d of candidates) if (fs.existsSync(d)) dirs.push(d)
+  return dirs
+}
+
+/** Host pids of every process in the session's cgroups (including child cgroups). */
+export function sessionPids(sessionId) {
+  const pids = new Set()
+  const walk = (d) => {
+    try {
+      for (const l of fs.readFileSync(`${d}/cgroup.procs`, 'utf8').split('\n')) if (l.trim()) pids.add(Number(l))
+      for (const e of fs.readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(`${d}/${e.name}`)
+    } catch { /* vanished */ }
+  }
+  for (const d of cgroupDirs(sessionId)) walk(d)
+  return [...pids].sort((a, b) => a - b)
+}
+
+/** Parsed /proc/<pid>/status of a host process, or null if it is gone. */
+export function hostStatus(pid) {
+  try {
+    const out = {}
+    for (const line of fs.readFileSync(`/proc/${pid}/status`, 'utf8').split('\n')) {
+      const i = line.indexOf(':')
+      if (i > 0) out[line.slice(0, i)] = line.slice(i + 1).trim()
+    }
+    return out
+  } catch { return null }
+}
+
+/** True while a host process exists and is not a zombie. */
+export function hostAlive(pid) {
+  const st = hostStatus(pid)
+  return st !== null && !/^[ZX]/.test(st.State || '')
+}
+
+/** Every host pid (numbers of /proc). */
+export function hostPids() {
+  return fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n)).map(Number)
+}
+
+/** The session's helper (supervisor) on the host: the parent of the session's init. */
+export function helperPid(sessionId) {
+  const pids = sessionPids(sessionId)
+  for (const p of pids) {
+    const st = hostStatus(p)
+    if (st && st.NSpid && st.NSpid.split(/\s+/).at(-1) === '1') return Number(st.PPid)
+  }
+  return null
+}
+
+/** Milliseconds a host `true` takes to spawn and exit (rejects after `limitMs`). */
+export function hostSpawnMs(limitMs = 5000) {
+  return new Promise((resolve, reject) => {
+    const t0 = Date.now()
+    const c = spawn('true', { stdio: 'ignore' })
+    const timer = setTimeout(() => { c.kill('SIGKILL'); reject(new Error(`host spawn of true took over ${limitMs} ms`)) }, limitMs)
+    c.on('error', reject)
+    c.on('exit', () => { clearTimeout(timer); resolve(Date.now() - t0) })
+  })
+}
+
+/**
+ * Runs `fn` while watching the host: a 100 ms timer's worst lateness and a host spawn
+ * every 500 ms. Returns { value, maxLagMs, spawns, maxSpawnMs }.
+ */
+export async function watchHost(fn) {
+  let maxLagMs = 0
+  let expected = Date.now() + 100
+  const timer = setInterval(() => {
+    const now = Date.now()
+    maxLagMs = Math.max(maxLagMs, now - expected)
+    expected = now + 100
+  }, 100)
+  const spawnTimes = []
+  let stop = false
+  const spawner = (async () => {
+    while (!stop) {
+      spawnTimes.push(await hostSpawnMs(5000))
+      await new Promise((r) => setTimeout(r, 500))
+    }
+  })()
+  try {
+    const value = await fn()
+    return { value, maxLagMs, spawns: spawnTimes.length, maxSpawnMs: Math.max(0, ...spawnTimes) }
+  } finally {
+    stop = true
+    clearInterval(timer)
+    await spawner
+  }
+}

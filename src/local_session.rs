@@ -24,7 +24,7 @@ pub struct LocalSessionOptions {
     /// an empty network namespace and no TCP connect or bind.
     pub network: Option<bool>,
     /// Variables added to the code's environment (which otherwise holds only PATH, HOME,
-    /// LANG, USER and PYTHONUNBUFFERED).
+    /// LANG and PYTHONUNBUFFERED).
     pub env: Option<HashMap<String, String>>,
     /// Size of the writable workspace `/home/user`. Default 512 MiB.
     pub workspace_bytes: Option<f64>,

@@ -69,10 +69,19 @@ async fn python_and_javascript_run_and_keep_state() {
 async fn a_timeout_interrupts_and_the_session_stays_usable() {
     let session = LocalSession::create(options()).await.expect("create");
     run(&session, "import time", "python", 10.0).await;
-    let r = run(&session, "def spin():\n    while True: pass\nspin()", "python", 0.5).await;
+    let r = run(
+        &session,
+        "def spin():\n    while True: pass\nspin()",
+        "python",
+        0.5,
+    )
+    .await;
     assert_eq!(r.error.as_ref().unwrap().name, "TimeoutError", "{r:?}");
     let traceback = &r.error.as_ref().unwrap().traceback;
-    assert!(traceback.contains("in spin"), "the traceback shows where the run was stopped: {traceback}");
+    assert!(
+        traceback.contains("in spin"),
+        "the traceback shows where the run was stopped: {traceback}"
+    );
     let r = run(&session, "2 + 2", "python", 10.0).await;
     assert_eq!(r.result, "4");
     let r = run(&session, "await new Promise(() => {})", "javascript", 0.5).await;

@@ -15,6 +15,7 @@ use seccompiler::BpfProgram;
 use crate::config::Config;
 use crate::landlock::Policy;
 use crate::mounts::{self, MountPlan, HOME, RUNTIMES_INSIDE};
+use crate::namespaces::{SANDBOX_GID, SANDBOX_UID};
 use crate::protocol::{self, Language, Reply, Request, CONTROL_FD};
 use crate::{credentials, resource_limits, seccomp, sys, SandboxError};
 
@@ -266,7 +267,6 @@ pub fn driver_env(c: &Config) -> Vec<String> {
         ("HOME", HOME),
         ("LANG", "C.UTF-8"),
         ("PYTHONUNBUFFERED", "1"),
-        ("USER", "user"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -422,6 +422,18 @@ fn confine_and_exec(
             return Err(fd_err("cannot place a driver fd"));
         }
     }
+    // A pipe inode belongs to its creator (init, inside-root) with mode 0600, so once the
+    // driver is `user` it could not reopen its pipes through /proc/self/fd: the
+    // JavaScript driver reopens its protocol ends (3, 4) that way to get close-on-exec
+    // copies out of its children's reach, and user code opens /dev/stdout and
+    // /dev/stderr (links to /proc/self/fd/1 and 2). Hand the four pipes to `user` while we
+    // still hold CAP_CHOWN; fd 0 is the host's /dev/null node and stays as it is.
+    for fd in 1..=4 {
+        // SAFETY: fchown on fds 1..4, the pipes dup2 just placed; integer arguments.
+        if unsafe { libc::fchown(fd, SANDBOX_UID, SANDBOX_GID) } < 0 {
+            return Err(fd_err(&format!("cannot give driver fd {fd} to user")));
+        }
+    }
     std::env::set_current_dir(HOME)
         .map_err(|e| SandboxError::Spawn(format!("cannot chdir to {HOME}: {e}")))?;
 
@@ -524,7 +536,6 @@ mod tests {
                 "LANG=en_US.UTF-8",
                 "PATH=/usr/local/bin:/usr/bin:/bin",
                 "PYTHONUNBUFFERED=1",
-                "USER=user"
             ]
         );
     }

@@ -358,12 +358,15 @@ pub fn setup(plan: &MountPlan) -> Result<(), SandboxError> {
 
     // proc must be mounted while the host's /proc is still visible in this mount
     // namespace: the kernel refuses a new proc mount in a user namespace otherwise.
+    // hidepid=2: a process sees only the processes it may ptrace, so user code never sees
+    // init (inside-root), whose cmdline, status and maps name host paths such as the
+    // helper binary; init itself holds CAP_SYS_PTRACE here and still sees every process.
     sys::mount(
         Some("proc"),
         &inside(Path::new("/proc")),
         Some("proc"),
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        None,
+        Some("hidepid=2"),
     )
     .map_err(|e| SandboxError::Proc(format!("cannot mount a fresh /proc: {e}")))?;
 

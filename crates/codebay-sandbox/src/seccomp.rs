@@ -146,11 +146,35 @@ fn compile(rules: BTreeMap<i64, Vec<SeccompRule>>, errno: i32) -> Result<BpfProg
         .map_err(|e| SandboxError::Seccomp(format!("cannot compile filter: {e}")))
 }
 
-/// Two programs (seccomp stacks them): clone3 → ENOSYS, the denylist → EPERM.
+/// First syscall number of the x32 ABI (`__X32_SYSCALL_BIT`).
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+/// x32 syscalls arrive with the x86_64 audit arch, so the arch check of the other
+/// programs lets them through, and their numbers (`nr | X32_SYSCALL_BIT`) match no rule:
+/// on a kernel built with CONFIG_X86_X32_ABI, `unshare` or `mount` would be one bit away.
+/// seccompiler keys rules by exact number, so this range check is written by hand.
+fn x32_program() -> BpfProgram {
+    const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const BPF_JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+    const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+    const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+    let insn = |code, jt, jf, k| seccompiler::sock_filter { code, jt, jf, k };
+    vec![
+        insn(BPF_LD_W_ABS, 0, 0, 0), // seccomp_data.nr
+        insn(BPF_JGE_K, 0, 1, X32_SYSCALL_BIT),
+        insn(BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+        insn(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
+    ]
+}
+
+/// Three programs (seccomp stacks them; the strictest answer wins): x32 numbers → ENOSYS,
+/// clone3 → ENOSYS, the denylist → EPERM.
 pub fn build() -> Result<Vec<BpfProgram>, SandboxError> {
     let mut clone3 = BTreeMap::new();
     clone3.insert(libc::SYS_clone3, vec![]);
     Ok(vec![
+        x32_program(),
         compile(clone3, libc::ENOSYS)?,
         compile(eperm_rules()?, libc::EPERM)?,
     ])
@@ -194,6 +218,14 @@ mod tests {
                     code |= 2;
                 }
                 if errno_of(libc::syscall(libc::SYS_clone3, 0usize, 0usize)) != libc::ENOSYS {
+                    code |= 4;
+                }
+                // x32 unshare: refused by the filter whether or not the kernel has x32.
+                if errno_of(libc::syscall(
+                    (X32_SYSCALL_BIT as libc::c_long) | libc::SYS_unshare,
+                    libc::CLONE_NEWUSER,
+                )) != libc::ENOSYS
+                {
                     code |= 4;
                 }
                 if errno_of(libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, 0) as libc::c_long)

@@ -80,6 +80,15 @@ fn run_session(
         },
         memory_events: cg.memory_events.clone(),
     };
+    // Decided before clone: in the child, until the supervisor writes the id maps, every
+    // id reads as the overflow id, so asking there would always pick the unprivileged
+    // case and leave init with the same uid as the user code it spawns.
+    // SAFETY: geteuid has no preconditions.
+    let inside_id = if unsafe { libc::geteuid() } == 0 {
+        0
+    } else {
+        namespaces::SANDBOX_UID
+    };
     let flags = namespaces::clone_flags(config.network);
     let pid = match namespaces::clone_process(flags) {
         Ok(p) => p,
@@ -87,12 +96,6 @@ fn run_session(
     };
     if pid == 0 {
         drop((release_w, report_r));
-        // SAFETY: geteuid has no preconditions.
-        let inside_id = if unsafe { libc::geteuid() } == 0 {
-            0
-        } else {
-            namespaces::SANDBOX_UID
-        };
         init::run(
             InitContext {
                 config,
