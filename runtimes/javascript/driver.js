@@ -75,6 +75,21 @@ for (const s of stdStreams) {
   }
 }
 
+// Node's internal bindings (needs --expose-internals). Loading them prints a
+// warning, which must not reach the user's stderr.
+let internalBinding = null;
+{
+  const savedEmitWarning = proc.emitWarning;
+  try {
+    proc.emitWarning = () => {};
+    ({ internalBinding } = require('internal/test/binding'));
+  } catch {
+    // without --expose-internals: no fd hiding, interrupts through process.on
+  } finally {
+    proc.emitWarning = savedEmitWarning;
+  }
+}
+
 // ---------------------------------------------------------------- protocol fds
 //
 // Node has no dup(). Re-open the pipes through /proc/self/fd: libuv opens
@@ -97,16 +112,7 @@ function reopen(fd, flags) {
 }
 
 function hideFdsFromChildren(maxFd) {
-  let internalBinding;
-  const savedEmitWarning = proc.emitWarning;
-  try {
-    proc.emitWarning = () => {};  // internal/test/binding warns when loaded
-    ({ internalBinding } = require('internal/test/binding'));
-  } catch {
-    return;
-  } finally {
-    proc.emitWarning = savedEmitWarning;
-  }
+  if (internalBinding === null) return;
   const devNull = openSync('/dev/null', 'r+');
   const pad = (options) => {
     if (options !== null && typeof options === 'object' && Array.isArray(options.stdio)) {
@@ -403,13 +409,17 @@ function finish(run, value, err, hasError) {
     return;
   }
   run.interrupt = () => send(run, reply);
+  if (unflushedBytes() !== 0) watchForInterrupt(run);
   whenFlushed(() => send(run, reply));
 }
 
 function execute(req) {
   executionCount += 1;
-  const run = { id: req.id, count: executionCount, results: [], interrupt: null, finished: false };
+  const run = { id: req.id, count: executionCount, results: [], interrupt: null, finished: false, watched: false };
   current = run;
+  // A SIGINT meant for the previous run (its deadline passed as it answered)
+  // must not stop this one.
+  takePendingInterrupt();
   const filename = `<cell-${run.count}>`;
   let outcome;
   try {
@@ -423,6 +433,7 @@ function execute(req) {
     return;
   }
   run.interrupt = () => finish(run, undefined, { code: 'ERR_SCRIPT_EXECUTION_INTERRUPTED' }, true);
+  watchForInterrupt(run);
   ReflectApply(PromiseThen, outcome.promise, [
     (r) => {
       let v;
@@ -433,13 +444,47 @@ function execute(req) {
   ]);
 }
 
-// SIGINT: synchronous code is stopped by breakOnSigint (vm removes this
-// listener while the script runs); an awaited run is abandoned and answered
-// with "Interrupted". While idle, SIGINT is ignored.
-proc.on('SIGINT', () => {
-  const run = current;
-  if (run !== null && run.interrupt !== null) run.interrupt();
-});
+// SIGINT. `breakOnSigint` registers a watchdog for the length of the script,
+// and the first registration starts (and the last stops) a watchdog thread and
+// swaps the process's SIGINT handlers: ~100 us a run, more than the rest of the
+// run together. Keeping the watchdog started for the driver's whole life makes
+// each registration a list insert (~10 us). While it runs it owns SIGINT: a
+// signal during a script terminates the script; otherwise it is recorded, and
+// an awaited run polls for it. Without the internals, fall back to a listener.
+const watchdog = internalBinding === null ? null : internalBinding('contextify');
+const INTERRUPT_POLL_MS = 5;
+if (watchdog !== null && typeof watchdog.startSigintWatchdog === 'function') {
+  watchdog.startSigintWatchdog();
+} else {
+  proc.on('SIGINT', () => {
+    const run = current;
+    if (run !== null && run.interrupt !== null) run.interrupt();
+  });
+}
+
+// True (and forgotten) when a SIGINT arrived since the last call. Restarting
+// the watchdog is the only way to clear its flag.
+function takePendingInterrupt() {
+  if (watchdog === null || !watchdog.watchdogHasPendingSigint()) return false;
+  watchdog.stopSigintWatchdog();
+  watchdog.startSigintWatchdog();
+  return true;
+}
+
+// While a run awaits, nothing else would notice the recorded SIGINT.
+function watchForInterrupt(run) {
+  if (watchdog === null || run.watched) return;
+  run.watched = true;
+  const poll = () => {
+    if (current !== run) return;
+    if (takePendingInterrupt()) {
+      if (run.interrupt !== null) run.interrupt();
+      return;
+    }
+    setTimeoutCaptured(poll, INTERRUPT_POLL_MS);
+  };
+  setTimeoutCaptured(poll, INTERRUPT_POLL_MS);
+}
 
 // Errors escaping from the user's asynchronous work must not kill the driver.
 proc.on('uncaughtException', (err) => {
