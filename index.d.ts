@@ -132,6 +132,16 @@ export interface LocalSessionOptions {
   outputLimitBytes?: number
   /** The python3 to use (resolved past shims such as pyenv's). Default: `python3` on PATH. */
   python?: string
+  /**
+   * Sandboxes kept built and ready for `create()` calls with the same options,
+   * refilled in the background. Default 2; 0 disables the pool. At most 16.
+   */
+  poolSize?: number
+  /**
+   * Interpreters started in every new sandbox before its first run.
+   * Default `['python']`; `[]` starts each on first use.
+   */
+  prewarm?: Array<'python' | 'javascript'>
 }
 
 /** What every session returns from a tool call (AgentBay's McpToolResult). */

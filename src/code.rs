@@ -99,21 +99,21 @@ impl Code {
             Ok(request) => request,
             Err(err) => return reject(env, err),
         };
-        let session = self.session.clone();
+        let call_mcp_tool = match &self.session {
+            Backend::Local(local) => {
+                // The run's place in its context's queue is taken here, in call order.
+                // The engine enforces the timeout itself, so no client deadline.
+                let run = local.run_code(request);
+                return env.spawn_future(async move { Ok(run.await.into_code_result().into()) });
+            }
+            Backend::JavaScript(call_mcp_tool) => call_mcp_tool.clone(),
+        };
         env.spawn_future(async move {
             let deadline = request.session_deadline();
             let call = async {
-                match session {
-                    Backend::Local(local) => {
-                        Ok(Ok(local.call_tool("run_code", &request.tool_args()).await))
-                    }
-                    Backend::JavaScript(call_mcp_tool) => {
-                        let args =
-                            FnArgs::from(("run_code".to_owned(), request.tool_args(), false));
-                        let reply = call_mcp_tool.call_async_catch(args).await?;
-                        reply.settle().await
-                    }
-                }
+                let args = FnArgs::from(("run_code".to_owned(), request.tool_args(), false));
+                let reply = call_mcp_tool.call_async_catch(args).await?;
+                reply.settle().await
             };
             let result = match tokio::time::timeout(deadline, call).await {
                 Err(_) => {

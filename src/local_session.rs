@@ -34,6 +34,13 @@ pub struct LocalSessionOptions {
     pub output_limit_bytes: Option<f64>,
     /// The python3 to use (resolved past shims such as pyenv's). Default: `python3` on PATH.
     pub python: Option<String>,
+    /// Sandboxes kept built and ready for `create()` calls with the same options,
+    /// refilled in the background. Default 2; 0 disables the pool. At most 16.
+    pub pool_size: Option<u32>,
+    /// Interpreters started in every new sandbox before its first run.
+    /// Default `['python']`; `[]` starts each on first use.
+    #[napi(ts_type = "Array<'python' | 'javascript'>")]
+    pub prewarm: Option<Vec<String>>,
 }
 
 /// One isolated sandbox on this machine, with a stateful Python and JavaScript context.
@@ -48,8 +55,8 @@ impl LocalSession {
     /// isolation needs: code never runs unisolated.
     #[napi]
     pub async fn create(options: Option<LocalSessionOptions>) -> Result<LocalSession> {
-        let options = core_options(options.unwrap_or_default())?;
-        let inner = codebay_core::LocalSession::create(options)
+        let (options, pool) = core_options(options.unwrap_or_default())?;
+        let inner = codebay_core::local::pool::acquire(options, pool)
             .await
             .map_err(|e| Error::from_reason(e.to_string()))?;
         Ok(LocalSession {
@@ -65,14 +72,20 @@ impl LocalSession {
 
     /// The session as a tool server: `run_code` with `{ code, language, timeout_s }`.
     /// Never rejects: unknown tools and bad arguments give `success: false`.
-    #[napi(ts_args_type = "toolName: string, args: any, autoGenSession?: boolean")]
-    pub async fn call_mcp_tool(
+    #[napi(
+        ts_args_type = "toolName: string, args: any, autoGenSession?: boolean",
+        ts_return_type = "Promise<McpToolResult>"
+    )]
+    pub fn call_mcp_tool<'env>(
         &self,
+        env: &'env Env,
         tool_name: String,
         args: serde_json::Value,
         _auto_gen_session: Option<bool>,
-    ) -> McpToolResult {
-        self.inner.call_tool(&tool_name, &args).await.into()
+    ) -> Result<PromiseRaw<'env, McpToolResult>> {
+        // Called synchronously so that runs are queued in the order of these calls.
+        let call = self.inner.call_tool(&tool_name, &args);
+        env.spawn_future(async move { Ok(call.await.into()) })
     }
 
     /// `''`: a local session needs no key.
@@ -95,7 +108,9 @@ impl LocalSession {
     }
 }
 
-fn core_options(o: LocalSessionOptions) -> Result<codebay_core::SessionOptions> {
+fn core_options(
+    o: LocalSessionOptions,
+) -> Result<(codebay_core::SessionOptions, codebay_core::PoolOptions)> {
     let dir = crate::package_files::package_dir();
     let sandbox = std::env::var_os("CODEBAY_SANDBOX_BIN")
         .map(PathBuf::from)
@@ -128,5 +143,27 @@ fn core_options(o: LocalSessionOptions) -> Result<codebay_core::SessionOptions> 
     options.python = o.python.map(PathBuf::from);
     // The Node running this addon is the one to put in the sandbox.
     options.node = std::env::current_exe().ok();
-    Ok(options)
+    let mut pool = codebay_core::PoolOptions::default();
+    if let Some(size) = o.pool_size {
+        if size as usize > codebay_core::local::pool::MAX_POOL_SIZE {
+            return Err(Error::new(
+                Status::InvalidArg,
+                format!(
+                    "poolSize must be at most {}, got {size}",
+                    codebay_core::local::pool::MAX_POOL_SIZE
+                ),
+            ));
+        }
+        pool.size = size as usize;
+    }
+    if let Some(languages) = o.prewarm {
+        pool.prewarm = languages
+            .iter()
+            .map(|l| {
+                codebay_core::Language::parse(l)
+                    .map_err(|e| Error::new(Status::InvalidArg, format!("prewarm: {e}")))
+            })
+            .collect::<Result<_>>()?;
+    }
+    Ok((options, pool))
 }

@@ -12,7 +12,7 @@ pub mod result;
 pub mod tool;
 pub mod wire;
 
-pub use local::{LocalSession, SessionError, SessionOptions};
+pub use local::{LocalSession, PoolOptions, SessionError, SessionOptions};
 pub use request::{Language, RequestError, RunRequest, DEFAULT_TIMEOUT_S};
 pub use result::{CodeExecutionResult, CodeExecutionResultItem, ExecutionError, Logs};
 pub use tool::McpToolResult;

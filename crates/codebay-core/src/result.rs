@@ -132,6 +132,13 @@ impl CodeExecutionResult {
     }
 }
 
+impl CodeExecutionResult {
+    /// The backend output of a run in this process, mapped as its JSON would be.
+    pub fn from_backend_output(out: BackendOutput, request_id: String, success: bool) -> Self {
+        from_backend(out, request_id, success)
+    }
+}
+
 fn plain_text(data: String, request_id: String) -> CodeExecutionResult {
     CodeExecutionResult {
         request_id,

@@ -52,8 +52,41 @@ impl BackendOutput {
             .collect()
     }
 
+    /// The wire text. Bundles held as objects (as the local engine keeps them) go out
+    /// as JSON strings, as DESIGN §2 has it; nothing else is copied on the way.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("a BackendOutput is always serialisable")
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Wire<'a> {
+            stdout: &'a [String],
+            stderr: &'a [String],
+            result: Vec<Value>,
+            execution_error: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            execution_time: Option<f64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            execution_count: Option<u64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            error: Option<&'a WireError>,
+        }
+        let result = self
+            .result
+            .iter()
+            .map(|item| match item {
+                Value::Object(_) => Value::String(item.to_string()),
+                other => other.clone(),
+            })
+            .collect();
+        let wire = Wire {
+            stdout: &self.stdout,
+            stderr: &self.stderr,
+            result,
+            execution_error: &self.execution_error,
+            execution_time: self.execution_time,
+            execution_count: self.execution_count,
+            error: self.error.as_ref(),
+        };
+        serde_json::to_string(&wire).expect("a BackendOutput is always serialisable")
     }
 }
 
@@ -76,6 +109,16 @@ mod tests {
         for data in ["42", "\"text\"", "[1]", "not json", ""] {
             assert_eq!(BackendOutput::parse(data), None, "{data:?}");
         }
+    }
+
+    #[test]
+    fn bundles_held_as_objects_go_out_as_strings() {
+        let out = BackendOutput {
+            result: vec![json!({"text/plain": "1"})],
+            ..Default::default()
+        };
+        let raw: Value = serde_json::from_str(&out.to_json()).unwrap();
+        assert_eq!(raw["result"], json!([r#"{"text/plain":"1"}"#]));
     }
 
     #[test]

@@ -25,7 +25,7 @@ fn options() -> SessionOptions {
 }
 
 async fn run(
-    session: &LocalSession,
+    session: &std::sync::Arc<LocalSession>,
     code: &str,
     language: &str,
     timeout_s: f64,
@@ -41,7 +41,7 @@ async fn run(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_and_javascript_run_and_keep_state() {
-    let session = LocalSession::create(options()).await.expect("create");
+    let session = std::sync::Arc::new(LocalSession::create(options()).await.expect("create"));
     let r = run(&session, "x = 40\nprint(x + 2)", "python", 10.0).await;
     assert!(r.success, "{r:?}");
     assert_eq!(r.logs.unwrap().stdout, vec!["42\n"]);
@@ -67,7 +67,7 @@ async fn python_and_javascript_run_and_keep_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timeout_interrupts_and_the_session_stays_usable() {
-    let session = LocalSession::create(options()).await.expect("create");
+    let session = std::sync::Arc::new(LocalSession::create(options()).await.expect("create"));
     run(&session, "import time", "python", 10.0).await;
     let r = run(
         &session,
@@ -101,7 +101,7 @@ async fn a_timeout_interrupts_and_the_session_stays_usable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_tools_and_bad_arguments_fail_cleanly() {
-    let session = LocalSession::create(options()).await.expect("create");
+    let session = std::sync::Arc::new(LocalSession::create(options()).await.expect("create"));
     let t = session.call_tool("rm_rf", &json!({})).await;
     assert!(!t.success);
     assert_eq!(
@@ -117,7 +117,7 @@ async fn unknown_tools_and_bad_arguments_fail_cleanly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_stdout_or_stderr_replaces_the_interpreter() {
-    let session = LocalSession::create(options()).await.expect("create");
+    let session = std::sync::Arc::new(LocalSession::create(options()).await.expect("create"));
     for (code, language, stream) in [
         ("import os\nos.close(1)\n1", "python", "stdout"),
         ("import os\nos.close(2)\n1", "python", "stderr"),
@@ -148,7 +148,7 @@ async fn closing_stdout_or_stderr_replaces_the_interpreter() {
 async fn a_process_limit_is_reported_even_when_the_code_raised_nothing() {
     let mut opts = options();
     opts.max_processes = 16;
-    let session = LocalSession::create(opts).await.expect("create");
+    let session = std::sync::Arc::new(LocalSession::create(opts).await.expect("create"));
     // Node reports the failed spawns as events after the cell has returned.
     let r = run(
         &session,
@@ -171,7 +171,7 @@ async fn a_process_limit_is_reported_even_when_the_code_raised_nothing() {
 async fn javascript_output_is_flushed_before_the_reply() {
     let mut opts = options();
     opts.output_cap_bytes = 1024 * 1024;
-    let session = LocalSession::create(opts).await.expect("create");
+    let session = std::sync::Arc::new(LocalSession::create(opts).await.expect("create"));
     let r = run(
         &session,
         "process.stdout.write('x'.repeat(3 * 1024 * 1024)); 1",
@@ -202,7 +202,7 @@ fn cgroup_dirs(session_id: &str) -> Vec<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_dropped_without_close_is_still_cleaned_up() {
-    let session = LocalSession::create(options()).await.expect("create");
+    let session = std::sync::Arc::new(LocalSession::create(options()).await.expect("create"));
     let r = run(&session, "1", "python", 10.0).await;
     assert!(r.success, "{r:?}");
     let id = session.id().to_owned();

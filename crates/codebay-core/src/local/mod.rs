@@ -10,7 +10,10 @@
 pub mod context;
 pub mod interpreters;
 pub mod output;
+pub mod pool;
 pub mod sandbox;
 pub mod session;
+pub mod turns;
 
+pub use pool::PoolOptions;
 pub use session::{LocalSession, SessionError, SessionOptions};

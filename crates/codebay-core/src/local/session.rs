@@ -1,8 +1,10 @@
 //! `LocalSession`: a `run_code` tool server backed by one sandbox on this machine.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -11,14 +13,16 @@ use tokio::sync::Mutex;
 use super::context::{Context, RunEnd, RunOutcome};
 use super::interpreters::{self, InterpreterError};
 use super::sandbox::{Sandbox, SandboxConfig, SandboxError};
+use super::turns::TurnQueue;
 use crate::request::{check_timeout, Language, RequestError, RunRequest};
+use crate::result::CodeExecutionResult;
 use crate::tool::McpToolResult;
 use crate::wire::{BackendOutput, WireError};
 
 const MIB: u64 = 1024 * 1024;
 
 /// What `LocalSession.create(options)` accepts, with the defaults of the issue.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SessionOptions {
     pub memory_bytes: u64,
     pub max_processes: u32,
@@ -70,11 +74,84 @@ pub enum SessionError {
     Option(String),
 }
 
+/// One language's interpreter and the queue of runs waiting for it.
+#[derive(Default)]
+struct ContextSlot {
+    context: Mutex<Option<Context>>,
+    turns: TurnQueue,
+}
+
+/// What a run gives back before it becomes a tool result or a `CodeExecutionResult`.
+pub struct RunReply {
+    pub request_id: String,
+    /// True when the code ran cleanly.
+    pub success: bool,
+    /// None when the session was closed before the run could start.
+    pub output: Option<BackendOutput>,
+}
+
+const CLOSED: &str = "The session is closed.";
+
+impl RunReply {
+    /// The wire form (DESIGN §2): the backend JSON in `data`, or in `errorMessage`
+    /// when the run failed.
+    pub fn into_tool_result(self) -> McpToolResult {
+        match self.output {
+            None => McpToolResult::failed(CLOSED.into(), self.request_id),
+            Some(out) if self.success => McpToolResult::ok(out.to_json(), self.request_id),
+            Some(out) => McpToolResult::failed(out.to_json(), self.request_id),
+        }
+    }
+
+    /// What `Code.runCode` resolves with, without the JSON round trip of the wire
+    /// form: a large output is not encoded and parsed again.
+    pub fn into_code_result(self) -> CodeExecutionResult {
+        match self.output {
+            None => CodeExecutionResult::from_tool_result(McpToolResult::failed(
+                CLOSED.into(),
+                self.request_id,
+            )),
+            Some(out) => {
+                CodeExecutionResult::from_backend_output(out, self.request_id, self.success)
+            }
+        }
+    }
+}
+
+/// A place taken in a context's queue. If the call is dropped before its turn
+/// comes, the place is given up so the calls behind it are not stuck.
+struct PendingTurn {
+    session: Arc<LocalSession>,
+    language: Language,
+    ticket: Option<u64>,
+}
+
+impl PendingTurn {
+    fn take(session: Arc<LocalSession>, language: Language) -> Self {
+        let ticket = session.contexts[language as usize].turns.take();
+        PendingTurn {
+            session,
+            language,
+            ticket: Some(ticket),
+        }
+    }
+}
+
+impl Drop for PendingTurn {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket {
+            self.session.contexts[self.language as usize]
+                .turns
+                .abandon(ticket);
+        }
+    }
+}
+
 pub struct LocalSession {
     id: String,
     sandbox: Sandbox,
     /// One interpreter per language; the lock queues runs of a context in call order.
-    contexts: [Mutex<Option<Context>>; 2],
+    contexts: [ContextSlot; 2],
     closed: AtomicBool,
     requests: AtomicU64,
     spawns: AtomicU64,
@@ -122,7 +199,7 @@ impl LocalSession {
         Ok(LocalSession {
             id,
             sandbox,
-            contexts: [Mutex::new(None), Mutex::new(None)],
+            contexts: Default::default(),
             closed: AtomicBool::new(false),
             requests: AtomicU64::new(0),
             spawns: AtomicU64::new(0),
@@ -143,38 +220,86 @@ impl LocalSession {
     }
 
     /// The session as a tool server: never fails, every problem is a failed result.
-    pub async fn call_tool(&self, name: &str, args: &Value) -> McpToolResult {
-        let request_id = format!(
-            "{}-{}",
-            self.id,
-            self.requests.fetch_add(1, Ordering::SeqCst) + 1
-        );
-        if self.is_closed() {
-            return McpToolResult::failed("The session is closed.".into(), request_id);
-        }
-        match name {
-            "run_code" => match run_code_request(args) {
-                Ok(request) => {
-                    let (success, output) = self.run(&request).await;
-                    if success {
-                        McpToolResult::ok(output.to_json(), request_id)
-                    } else {
-                        McpToolResult::failed(output.to_json(), request_id)
-                    }
-                }
+    /// The arguments are checked and the run's place in its context's queue is taken
+    /// now, when called; the returned future does the rest.
+    pub fn call_tool(
+        self: &Arc<Self>,
+        name: &str,
+        args: &Value,
+    ) -> impl Future<Output = McpToolResult> + Send + 'static {
+        let request_id = self.next_request_id();
+        let prepared = match name {
+            "run_code" => {
+                run_code_request(args).map(|request| self.start_run(request, request_id.clone()))
+            }
+            other => Err(format!(
+                "Unknown tool '{other}'. This session offers: run_code."
+            )),
+        };
+        let closed = self.is_closed();
+        async move {
+            if closed {
+                return McpToolResult::failed(CLOSED.into(), request_id);
+            }
+            match prepared {
+                Ok(run) => run.await.into_tool_result(),
                 Err(message) => McpToolResult::failed(message, request_id),
-            },
-            other => McpToolResult::failed(
-                format!("Unknown tool '{other}'. This session offers: run_code."),
-                request_id,
-            ),
+            }
         }
     }
 
-    /// Runs one request in its language's context; `true` when the code ran cleanly.
-    pub async fn run(&self, request: &RunRequest) -> (bool, BackendOutput) {
+    fn next_request_id(&self) -> String {
+        format!(
+            "{}-{}",
+            self.id,
+            self.requests.fetch_add(1, Ordering::SeqCst) + 1
+        )
+    }
+
+    /// Runs checked code: its turn in the context's queue is taken now, in call order.
+    pub fn run_code(
+        self: &Arc<Self>,
+        request: RunRequest,
+    ) -> impl Future<Output = RunReply> + Send + 'static {
+        self.start_run(request, self.next_request_id())
+    }
+
+    fn start_run(
+        self: &Arc<Self>,
+        request: RunRequest,
+        request_id: String,
+    ) -> impl Future<Output = RunReply> + Send + 'static {
+        let ticket = PendingTurn::take(self.clone(), request.language);
+        async move {
+            if ticket.session.is_closed() {
+                return RunReply {
+                    request_id,
+                    success: false,
+                    output: None,
+                };
+            }
+            let (success, output) = ticket.session.clone().run_in_turn(&request, ticket).await;
+            RunReply {
+                request_id,
+                success,
+                output: Some(output),
+            }
+        }
+    }
+
+    /// Runs one request in its language's context once its turn comes; `true` when
+    /// the code ran cleanly.
+    async fn run_in_turn(
+        self: Arc<Self>,
+        request: &RunRequest,
+        mut ticket: PendingTurn,
+    ) -> (bool, BackendOutput) {
         let slot = &self.contexts[request.language as usize];
-        let mut slot = slot.lock().await;
+        let number = ticket.ticket.expect("a turn is waited for once");
+        // Still held by `ticket` while waiting: a call dropped here gives up its place.
+        let _turn = slot.turns.wait(number).await;
+        ticket.ticket = None;
+        let mut slot = slot.context.lock().await;
         if self.is_closed() {
             return failure("SessionClosed", "The session is closed.");
         }
@@ -215,6 +340,19 @@ impl LocalSession {
             );
         }
         output
+    }
+
+    /// Starts the interpreters of `languages` now rather than on their first run.
+    /// Spawning returns once the process exists; it finishes booting on its own, so a
+    /// session kept in a pool is fully warm by the time it is handed out.
+    pub async fn prewarm(&self, languages: &[Language]) -> Result<(), SandboxError> {
+        for &language in languages {
+            let mut slot = self.contexts[language as usize].context.lock().await;
+            if slot.is_none() {
+                *slot = Some(self.start_context(language).await?);
+            }
+        }
+        Ok(())
     }
 
     async fn start_context(&self, language: Language) -> Result<Context, SandboxError> {
@@ -300,7 +438,7 @@ impl LocalSession {
         let output = BackendOutput {
             stdout: stdout.into_chunks(),
             stderr: stderr.into_chunks(),
-            result: BackendOutput::encode_results(&results),
+            result: results.into_iter().map(Value::Object).collect(),
             execution_error,
             execution_time: Some(elapsed.as_secs_f64()),
             execution_count,
