@@ -130,26 +130,15 @@ async function measureSpawns() {
   }
 }
 
-async function measureFloors() {
-  const iterations = n(2000)
-  log('floor: warm python over a pipe')
+/** Starts the floor workers (bare warm interpreters over a pipe) and checks them. */
+async function startFloors() {
   const py = new LineWorker(realPython, ['-I', '-S', path.join(benchDir, 'floor_worker.py')])
-  try {
-    const r = await py.request({ code: 'print(1)' })
-    if (r.stdout !== '1\n') throw new Error(`python floor answered ${JSON.stringify(r)}`)
-    M.pyFloor = await timeLoop(() => py.request({ code: 'print(1)' }), iterations, 200)
-  } finally {
-    py.close()
-  }
-  log('floor: warm node over a pipe')
   const js = new LineWorker(nodeBin, [path.join(benchDir, 'floor_worker.js')])
-  try {
-    const r = await js.request({ code: 'console.log(1)' })
-    if (r.stdout !== '1\n') throw new Error(`node floor answered ${JSON.stringify(r)}`)
-    M.jsFloor = await timeLoop(() => js.request({ code: 'console.log(1)' }), iterations, 200)
-  } finally {
-    js.close()
-  }
+  const a = await py.request({ code: 'print(1)' })
+  if (a.stdout !== '1\n') throw new Error(`python floor answered ${JSON.stringify(a)}`)
+  const b = await js.request({ code: 'console.log(1)' })
+  if (b.stdout !== '1\n') throw new Error(`node floor answered ${JSON.stringify(b)}`)
+  return { py, js }
 }
 
 async function measureChildren(codebayError) {
@@ -180,9 +169,15 @@ function expectOk(r, what) {
   return r
 }
 
+// Row 1. codebay and its floor are measured in alternating blocks, so that the noise of
+// a shared machine (seen here: either moving by 2-3x between runs) falls on both alike
+// and their ratio holds still.
+const WARM_BLOCKS = 10
+
 async function measureWarm(LocalSession) {
-  const iterations = n(2000)
-  log('codebay: warm runCode')
+  const perBlock = Math.max(1, Math.round(n(2000) / WARM_BLOCKS))
+  log('codebay and floors: warm runs, interleaved')
+  const floors = await startFloors()
   const session = await LocalSession.create()
   try {
     expectOk(await session.code.runCode('print(1)', 'python'), 'python warm-up')
@@ -190,10 +185,28 @@ async function measureWarm(LocalSession) {
     await sleep(500) // let a pool refill triggered by create() finish
     const check = await session.code.runCode('print(1)', 'python')
     if (check.logs?.stdout?.join('') !== '1\n') throw new Error(`print(1) gave ${JSON.stringify(check)}`)
-    M.pyWarm = await timeLoop(() => session.code.runCode('print(1)', 'python'), iterations, 200)
-    M.jsWarm = await timeLoop(() => session.code.runCode('console.log(1)', 'javascript'), iterations, 200)
+    const kinds = {
+      pyWarm: () => session.code.runCode('print(1)', 'python'),
+      pyFloor: () => floors.py.request({ code: 'print(1)' }),
+      jsWarm: () => session.code.runCode('console.log(1)', 'javascript'),
+      jsFloor: () => floors.js.request({ code: 'console.log(1)' }),
+    }
+    const samples = Object.fromEntries(Object.keys(kinds).map((k) => [k, []]))
+    for (const fn of Object.values(kinds)) await timeLoop(fn, 200) // warm-up, not kept
+    for (let b = 0; b < WARM_BLOCKS; b++) {
+      for (const [kind, fn] of Object.entries(kinds)) {
+        for (let i = 0; i < perBlock; i++) {
+          const t0 = now()
+          await fn()
+          samples[kind].push(now() - t0)
+        }
+      }
+    }
+    for (const [kind, values] of Object.entries(samples)) M[kind] = stats(values)
   } finally {
     await session.close()
+    floors.py.close()
+    floors.js.close()
   }
 }
 
@@ -292,7 +305,7 @@ async function main() {
 
   // Baselines and fresh-process measurements first, while no codebay sandbox (nor a
   // pool refilling in the background) shares the machine with them.
-  for (const fn of [measureSpawns, measureFloors]) {
+  for (const fn of [measureSpawns]) {
     try {
       await fn()
     } catch (e) {
@@ -316,7 +329,7 @@ async function main() {
 
   // ---- Row 1: warm latency, Python
   const py = M.pyWarm
-  row('1', '**codebay** warm `runCode(\'print(1)\', \'python\')`, one session', py ? { ...latency(py), other: `${py.n} runs after 200 warm-up` } : { other: `skipped: ${errors.warm}` })
+  row('1', '**codebay** warm `runCode(\'print(1)\', \'python\')`, one session', py ? { ...latency(py), other: `${py.n} runs in ${WARM_BLOCKS} blocks alternating with the floor's` } : { other: `skipped: ${errors.warm}` })
   row('1', '↳ floor: bare warm python, JSON lines over a pipe (bench/floor_worker.py)', {
     ...latency(M.pyFloor),
     target: py ? target('codebay ≤ 4× floor', py.p50 / M.pyFloor?.p50, py.p50 / M.pyFloor?.p50 <= 4) : '',
@@ -347,7 +360,7 @@ async function main() {
 
   // ---- Row 1: warm latency, JavaScript
   const js = M.jsWarm
-  row('1', '**codebay** warm `runCode(\'console.log(1)\', \'javascript\')`, one session', js ? { ...latency(js), other: `${js.n} runs after 200 warm-up` } : { other: `skipped: ${errors.warm}` })
+  row('1', '**codebay** warm `runCode(\'console.log(1)\', \'javascript\')`, one session', js ? { ...latency(js), other: `${js.n} runs in ${WARM_BLOCKS} blocks alternating with the floor's` } : { other: `skipped: ${errors.warm}` })
   row('1', '↳ floor: bare warm node, JSON lines over a pipe, vm.runInThisContext (bench/floor_worker.js)', {
     ...latency(M.jsFloor),
     target: js ? target('codebay ≤ 4× floor', js.p50 / M.jsFloor?.p50, js.p50 / M.jsFloor?.p50 <= 4) : '',
