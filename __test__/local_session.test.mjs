@@ -503,3 +503,24 @@ describe('the Node process and what it leaves behind', () => {
     })
   }
 })
+
+test('result is stdout joined for small and large outputs alike, and large output is one chunk', async () => {
+  const { LocalSession } = codebay
+  const s = await LocalSession.create({ poolSize: 0, outputLimitBytes: 1024 * 1024 })
+  try {
+    const small = await s.code.runCode("print('a')\nprint('b')", 'python')
+    assert.deepEqual(small.logs.stdout, ['a\n', 'b\n'])
+    assert.equal(small.result, 'a\nb\n')
+    const large = await s.code.runCode("import sys\nfor i in range(2000): sys.stdout.write('%04d' % i + 'x' * 95 + '\\n')", 'python')
+    assert.equal(large.success, true)
+    assert.equal(large.logs.stdout.length, 1)
+    assert.equal(large.logs.stdout[0].length, 200_000)
+    assert.equal(large.result, large.logs.stdout[0])
+    assert.ok(large.result.startsWith('0000x') && large.result.endsWith('1999' + 'x'.repeat(95) + '\n'))
+    const js = await s.code.runCode("for (let i = 0; i < 2000; i++) console.log(String(i).padStart(4, '0') + 'y'.repeat(95))", 'javascript')
+    assert.equal(js.result, js.logs.stdout.join(''))
+    assert.equal(js.result.length, 200_000)
+  } finally {
+    await s.close()
+  }
+})

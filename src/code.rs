@@ -94,7 +94,7 @@ impl Code {
         code: Unknown,
         language: Unknown,
         timeout_s: Unknown,
-    ) -> Result<PromiseRaw<'env, CodeExecutionResult>> {
+    ) -> Result<PromiseRaw<'env, Object<'env>>> {
         let request = match read_request(code, language, timeout_s) {
             Ok(request) => request,
             Err(err) => return reject(env, err),
@@ -104,36 +104,65 @@ impl Code {
                 // The run's place in its context's queue is taken here, in call order.
                 // The engine enforces the timeout itself, so no client deadline.
                 let run = local.run_code(request);
-                return env.spawn_future(async move { Ok(run.await.into_code_result().into()) });
+                return env.spawn_future_with_callback(
+                    async move { Ok(run.await.into_code_result()) },
+                    |env, result| to_js_result(env, result),
+                );
             }
             Backend::JavaScript(call_mcp_tool) => call_mcp_tool.clone(),
         };
-        env.spawn_future(async move {
-            let deadline = request.session_deadline();
-            let call = async {
-                let args = FnArgs::from(("run_code".to_owned(), request.tool_args(), false));
-                let reply = call_mcp_tool.call_async_catch(args).await?;
-                reply.settle().await
-            };
-            let result = match tokio::time::timeout(deadline, call).await {
-                Err(_) => {
-                    codebay_core::CodeExecutionResult::session_timed_out(deadline.as_secs_f64())
-                }
-                Ok(Err(call_error)) => {
-                    codebay_core::CodeExecutionResult::call_failed(&reason(&call_error))
-                }
-                Ok(Ok(Err(not_a_result))) => {
-                    codebay_core::CodeExecutionResult::call_failed(&not_a_result)
-                }
-                Ok(Ok(Ok(tool))) => codebay_core::CodeExecutionResult::from_tool_result(tool),
-            };
-            Ok(CodeExecutionResult::from(result))
-        })
+        env.spawn_future_with_callback(
+            async move {
+                let deadline = request.session_deadline();
+                let call = async {
+                    let args = FnArgs::from(("run_code".to_owned(), request.tool_args(), false));
+                    let reply = call_mcp_tool.call_async_catch(args).await?;
+                    reply.settle().await
+                };
+                let result = match tokio::time::timeout(deadline, call).await {
+                    Err(_) => {
+                        codebay_core::CodeExecutionResult::session_timed_out(deadline.as_secs_f64())
+                    }
+                    Ok(Err(call_error)) => {
+                        codebay_core::CodeExecutionResult::call_failed(&reason(&call_error))
+                    }
+                    Ok(Ok(Err(not_a_result))) => {
+                        codebay_core::CodeExecutionResult::call_failed(&not_a_result)
+                    }
+                    Ok(Ok(Ok(tool))) => codebay_core::CodeExecutionResult::from_tool_result(tool),
+                };
+                Ok(result)
+            },
+            |env, result| to_js_result(env, result),
+        )
     }
 }
 
 /// `timeout_s` is read by hand because only `undefined` means "the default":
 /// `null` is a wrong value, as it is for a JavaScript default parameter.
+/// The result as a JavaScript object. When `result` is stdout joined, it is joined
+/// here, in JavaScript: joining the one chunk of a large output gives back that same
+/// string, so the text is held once instead of twice (in `logs.stdout` and `result`).
+fn to_js_result<'env>(
+    env: &'env Env,
+    result: codebay_core::CodeExecutionResult,
+) -> Result<Object<'env>> {
+    let join_stdout = result.result_is_stdout;
+    let value = CodeExecutionResult::from(result);
+    // SAFETY: converting an owned value on the env this callback runs on.
+    let raw = unsafe { CodeExecutionResult::to_napi_value(env.raw(), value)? };
+    // SAFETY: the conversion of a #[napi(object)] struct is an object of this env.
+    let mut object = unsafe { Object::from_napi_value(env.raw(), raw)? };
+    if join_stdout {
+        let logs: Object = object.get_named_property("logs")?;
+        let stdout: Object = logs.get_named_property("stdout")?;
+        let join: Function<&str, Unknown> = stdout.get_named_property("join")?;
+        let joined = join.apply(stdout, "")?;
+        object.set_named_property("result", joined)?;
+    }
+    Ok(object)
+}
+
 fn read_request(
     code: Unknown,
     language: Unknown,
@@ -184,10 +213,7 @@ fn display_of(value: &Unknown) -> String {
     }
 }
 
-fn reject<'env>(
-    env: &'env Env,
-    err: RequestError,
-) -> Result<PromiseRaw<'env, CodeExecutionResult>> {
+fn reject<'env>(env: &'env Env, err: RequestError) -> Result<PromiseRaw<'env, Object<'env>>> {
     let error = Error::new(Status::InvalidArg, err.to_string());
     match err {
         RequestError::UnsupportedLanguage(_) => PromiseRaw::reject(env, JsError::from(error)),

@@ -25,6 +25,11 @@ pub struct CodeExecutionResult {
     pub execution_time: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub execution_count: Option<u64>,
+    /// Set, with `result` left empty, when `result` is stdout joined and the caller
+    /// said it would join it itself (the addon does it in JavaScript, where the
+    /// string can share its memory with `logs.stdout` instead of copying it).
+    #[serde(skip)]
+    pub result_is_stdout: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -115,13 +120,13 @@ impl CodeExecutionResult {
         } = tool;
         if success {
             return match BackendOutput::parse(&data) {
-                Some(out) => from_backend(out, request_id, true),
+                Some(out) => from_backend(out, request_id, true, StdoutJoin::Here),
                 None => plain_text(data, request_id),
             };
         }
         if error_message.starts_with('{') {
             if let Some(out) = BackendOutput::parse(&error_message) {
-                return from_backend(out, request_id, false);
+                return from_backend(out, request_id, false, StdoutJoin::Here);
             }
         }
         CodeExecutionResult {
@@ -133,9 +138,11 @@ impl CodeExecutionResult {
 }
 
 impl CodeExecutionResult {
-    /// The backend output of a run in this process, mapped as its JSON would be.
+    /// The backend output of a run in this process, mapped as its JSON would be,
+    /// except that a `result` that is stdout joined is left for the caller to join
+    /// (see `result_is_stdout`).
     pub fn from_backend_output(out: BackendOutput, request_id: String, success: bool) -> Self {
-        from_backend(out, request_id, success)
+        from_backend(out, request_id, success, StdoutJoin::ByCaller)
     }
 }
 
@@ -157,7 +164,19 @@ fn plain_text(data: String, request_id: String) -> CodeExecutionResult {
     }
 }
 
-fn from_backend(out: BackendOutput, request_id: String, tool_success: bool) -> CodeExecutionResult {
+/// Who joins stdout when it is the result.
+#[derive(Clone, Copy, PartialEq)]
+enum StdoutJoin {
+    Here,
+    ByCaller,
+}
+
+fn from_backend(
+    out: BackendOutput,
+    request_id: String,
+    tool_success: bool,
+    join: StdoutJoin,
+) -> CodeExecutionResult {
     let results: Vec<CodeExecutionResultItem> = out.result.iter().filter_map(parse_item).collect();
     let error = match out.error {
         Some(e) => Some(ExecutionError {
@@ -179,12 +198,17 @@ fn from_backend(out: BackendOutput, request_id: String, tool_success: bool) -> C
         Some(e) => format!("{}: {}", e.name, e.value),
         None => "the code did not run successfully".into(),
     });
-    let result = results
+    let text = results
         .iter()
         .find(|i| i.is_main_result == Some(true) && i.text.is_some())
         .or_else(|| results.iter().find(|i| i.text.is_some()))
-        .and_then(|i| i.text.clone())
-        .unwrap_or_else(|| out.stdout.concat());
+        .and_then(|i| i.text.clone());
+    let result_is_stdout = text.is_none() && join == StdoutJoin::ByCaller;
+    let result = match text {
+        Some(text) => text,
+        None if result_is_stdout => String::new(),
+        None => out.stdout.concat(),
+    };
     CodeExecutionResult {
         request_id,
         success,
@@ -198,6 +222,7 @@ fn from_backend(out: BackendOutput, request_id: String, tool_success: bool) -> C
         error,
         execution_time: out.execution_time,
         execution_count: out.execution_count,
+        result_is_stdout,
     }
 }
 

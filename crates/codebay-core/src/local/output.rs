@@ -29,13 +29,26 @@ impl CappedOutput {
     }
 
     /// Chunks for the wire: one per line (newline kept), the last one possibly
-    /// unterminated. Invalid UTF-8 is replaced, never fatal; decoding the whole
-    /// buffer at once keeps characters split across reads intact.
+    /// unterminated. A stream past `LINE_CHUNKS_UP_TO` bytes in one run is a single
+    /// chunk instead, taken without copying: a flood is not worth splitting into a
+    /// hundred thousand strings. Invalid UTF-8 is replaced, never fatal; decoding the
+    /// whole buffer at once keeps characters split across reads intact.
     pub fn into_chunks(self) -> Vec<String> {
+        if self.kept.is_empty() {
+            return Vec::new();
+        }
+        if self.kept.len() > LINE_CHUNKS_UP_TO {
+            let text = String::from_utf8(self.kept)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            return vec![text];
+        }
         let text = String::from_utf8_lossy(&self.kept);
         text.split_inclusive('\n').map(str::to_owned).collect()
     }
 }
+
+/// Up to this much output a run, each line is a chunk of its own.
+pub const LINE_CHUNKS_UP_TO: usize = 64 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -60,6 +73,22 @@ mod tests {
             out.into_chunks(),
             vec!["one\n", "two\n", "\u{fffd}\u{fffd} end"]
         );
+    }
+
+    #[test]
+    fn a_large_output_is_one_chunk() {
+        let mut out = CappedOutput::new(1 << 20);
+        let line = "x".repeat(99) + "\n";
+        for _ in 0..1000 {
+            out.push(line.as_bytes());
+        }
+        let chunks = out.into_chunks();
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(chunks[0].len(), 100_000);
+        let mut bad = CappedOutput::new(1 << 20);
+        bad.push(&[b'a'; LINE_CHUNKS_UP_TO]);
+        bad.push(b"\xff");
+        assert_eq!(bad.into_chunks()[0].chars().last(), Some('\u{fffd}'));
     }
 
     #[test]
