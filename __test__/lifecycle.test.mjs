@@ -42,7 +42,7 @@ async function waitFor(check, ms) {
   return check()
 }
 
-test('when the Node process is SIGKILLed, every helper (pooled ones too) and every sandbox process go with it', async () => {
+test('when the Node process is SIGKILLed, every helper (pooled ones too) and every sandbox process go with it', async (t) => {
   const script = `
     const { LocalSession } = require(${JSON.stringify(INDEX)})
     ;(async () => {
@@ -54,6 +54,8 @@ test('when the Node process is SIGKILLed, every helper (pooled ones too) and eve
     })()
   `
   const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] })
+  // Whatever fails below, the child (which never exits by itself) must not outlive the test.
+  t.after(() => child.kill('SIGKILL'))
   const sessionId = await new Promise((resolve, reject) => {
     child.stdout.once('data', (d) => resolve(String(d).trim()))
     child.once('exit', (code) => reject(new Error(`node exited early with ${code}`)))
