@@ -121,3 +121,13 @@ export async function watchHost(fn) {
     await spawner
   }
 }
+
+/** Polls `check` every 50 ms for up to `ms`; its last answer. */
+export async function waitFor(check, ms) {
+  const until = Date.now() + ms
+  while (Date.now() < until) {
+    if (check()) return true
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  return check()
+}

@@ -4,24 +4,9 @@ import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import fs from 'node:fs'
+import { cgroupDirs, sessionPids, waitFor } from './helpers.mjs'
 
 const INDEX = fileURLToPath(new URL('../index.js', import.meta.url))
-
-/** Every cgroup directory of a session, in whichever hierarchies the host has. */
-function cgroupDirs(sessionId) {
-  const root = '/sys/fs/cgroup'
-  const candidates = [`${root}/codebay/${sessionId}`]
-  for (const entry of fs.readdirSync(root)) candidates.push(`${root}/${entry}/codebay/${sessionId}`)
-  return candidates.filter((dir) => fs.existsSync(dir))
-}
-
-function hostPidsOf(dirs) {
-  const pids = new Set()
-  for (const dir of dirs) {
-    for (const line of fs.readFileSync(`${dir}/cgroup.procs`, 'utf8').split('\n')) if (line) pids.add(Number(line))
-  }
-  return [...pids]
-}
 
 /** Children of every thread of a process (the helper is spawned from a tokio thread). */
 function childrenOf(pid) {
@@ -31,15 +16,6 @@ function childrenOf(pid) {
     if (text) kids.push(...text.split(/\s+/).map(Number))
   }
   return kids
-}
-
-async function waitFor(check, ms) {
-  const until = Date.now() + ms
-  while (Date.now() < until) {
-    if (check()) return true
-    await new Promise((r) => setTimeout(r, 50))
-  }
-  return check()
 }
 
 test('when the Node process is SIGKILLed, every helper (pooled ones too) and every sandbox process go with it', async (t) => {
@@ -62,7 +38,7 @@ test('when the Node process is SIGKILLed, every helper (pooled ones too) and eve
   })
   const dirs = cgroupDirs(sessionId)
   assert.ok(dirs.length > 0, 'the session has cgroups while it lives')
-  const pids = hostPidsOf(dirs)
+  const pids = sessionPids(sessionId)
   assert.ok(pids.length >= 4, `init, two drivers and the sleeper are in the cgroup: ${pids}`)
   // The session's helper, and those of the sandboxes the pool built meanwhile.
   await new Promise((r) => setTimeout(r, 1000))

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import fs from 'node:fs'
-import { codebay } from './helpers.mjs'
+import { codebay, waitFor } from './helpers.mjs'
 
 const { LocalSession, Code } = codebay
 const INDEX = fileURLToPath(new URL('../index.js', import.meta.url))
@@ -50,15 +50,6 @@ function sandboxUid(pid) {
   } catch {
     return null
   }
-}
-
-async function waitFor(check, ms) {
-  const until = Date.now() + ms
-  while (Date.now() < until) {
-    if (check()) return true
-    await new Promise((r) => setTimeout(r, 50))
-  }
-  return check()
 }
 
 /** Runs a Node script to its end (killed past `limitMs`); resolves with its exit and output. */

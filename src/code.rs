@@ -106,7 +106,7 @@ impl Code {
                 let run = local.run_code(request);
                 return env.spawn_future_with_callback(
                     async move { Ok(run.await.into_code_result()) },
-                    |env, result| to_js_result(env, result),
+                    to_js_result,
                 );
             }
             Backend::JavaScript(call_mcp_tool) => call_mcp_tool.clone(),
@@ -133,7 +133,7 @@ impl Code {
                 };
                 Ok(result)
             },
-            |env, result| to_js_result(env, result),
+            to_js_result,
         )
     }
 }

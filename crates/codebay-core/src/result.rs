@@ -70,11 +70,11 @@ pub struct CodeExecutionResultItem {
     pub is_main_result: Option<bool>,
 }
 
+/// Where in an item a text MIME type goes.
+type TextField = fn(&mut CodeExecutionResultItem) -> &mut Option<String>;
+
 /// MIME keys whose content is text, and the item field each fills.
-const TEXT_MIME: [(
-    &str,
-    fn(&mut CodeExecutionResultItem) -> &mut Option<String>,
-); 7] = [
+const TEXT_MIME: [(&str, TextField); 7] = [
     ("text/plain", |i| &mut i.text),
     ("text/html", |i| &mut i.html),
     ("text/markdown", |i| &mut i.markdown),
