@@ -10,3 +10,17 @@ mod types;
 pub use code::Code;
 pub use local_session::{LocalSession, LocalSessionOptions};
 pub use types::*;
+
+/// One tokio worker instead of one per core. The addon's tasks only move bytes between
+/// pipes and JavaScript; with two workers on a 2-core machine, each wake-up also woke
+/// the idle worker to look for work to steal.
+#[napi_derive::module_init]
+fn init() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("codebay-io")
+        .enable_all()
+        .build()
+        .expect("a tokio runtime with one worker can be built");
+    napi::bindgen_prelude::create_custom_tokio_runtime(runtime);
+}
