@@ -52,6 +52,32 @@ pub enum RunEnd {
     Broken { why: String },
 }
 
+/// One request line for the driver, and how much of it is already in the pipe.
+pub struct Request {
+    id: u64,
+    line: String,
+    timeout: Duration,
+    written: usize,
+    started: Option<Instant>,
+}
+
+impl Request {
+    pub fn new(code: &str, timeout: Duration) -> Request {
+        // Unpredictable, so that a reply can only come from the driver that read the request.
+        let id = random_id();
+        let line = json!({ "id": id, "code": code, "timeoutMs": timeout.as_millis() as u64 })
+            .to_string()
+            + "\n";
+        Request {
+            id,
+            line,
+            timeout,
+            written: 0,
+            started: None,
+        }
+    }
+}
+
 pub struct RunOutcome {
     pub end: RunEnd,
     pub stdout: CappedOutput,
@@ -98,27 +124,39 @@ impl Context {
         })
     }
 
+    /// Writes the request now if the pipe takes it without waiting, so the interpreter
+    /// can start while the task that will read its reply is still being scheduled.
+    /// Safe from any thread: it only tries a non-blocking write.
+    pub fn send_early(&self, request: &mut Request) {
+        if self.alive && request.written == 0 {
+            if let Ok(n) = self.request.try_write(request.line.as_bytes()) {
+                request.written = n;
+                request.started = Some(Instant::now());
+            }
+        }
+    }
+
     /// Runs `code`; at `timeout` the run is interrupted (SIGINT), and killed if it has
     /// not answered `INTERRUPT_GRACE` later. Output past `cap` bytes a stream is counted
     /// and dropped.
     pub async fn run(&mut self, code: &str, timeout: Duration, cap: usize) -> RunOutcome {
-        let started = Instant::now();
+        self.run_request(Request::new(code, timeout), cap).await
+    }
+
+    /// Runs a request, part or all of which may have been sent already (`send_early`).
+    pub async fn run_request(&mut self, request: Request, cap: usize) -> RunOutcome {
+        let started = request.started.unwrap_or_else(Instant::now);
         let mut stdout = CappedOutput::new(cap);
         let mut stderr = CappedOutput::new(cap);
-        // Unpredictable, so that a reply can only come from the driver that read the request.
-        let id = random_id();
-        let line = json!({ "id": id, "code": code, "timeoutMs": timeout.as_millis() as u64 })
-            .to_string()
-            + "\n";
         let mut chunks = self
             .chunks
             .take()
             .unwrap_or_else(|| Box::new([[0; READ_CHUNK]; 3]));
         let end = self
             .exchange(
-                id,
-                line.as_bytes(),
-                started + timeout,
+                request.id,
+                &request.line.as_bytes()[request.written..],
+                started + request.timeout,
                 &mut chunks,
                 &mut stdout,
                 &mut stderr,
@@ -164,8 +202,9 @@ impl Context {
                 why: "the interpreter had already stopped".into(),
             };
         }
-        // Written concurrently with reading: a request bigger than the pipe buffer must
-        // not wait on a driver that is itself blocked writing output.
+        // The rest of the request (all of it unless sent early) is written concurrently
+        // with reading: a request bigger than the pipe buffer must not wait on a driver
+        // that is itself blocked writing output.
         let mut to_write = request;
         let [out_buf, err_buf, reply_chunk] = chunks;
         let [mut out_open, mut err_open] = self.closed_streams.map(|closed| !closed);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use super::context::{Context, RunEnd, RunOutcome};
+use super::context::{Context, Request, RunEnd, RunOutcome};
 use super::interpreters::{self, InterpreterError};
 use super::sandbox::{Sandbox, SandboxConfig, SandboxError};
 use super::turns::TurnQueue;
@@ -116,6 +116,13 @@ impl RunReply {
             }
         }
     }
+}
+
+/// A request prepared (and maybe already sent) when the call was made, with the limit
+/// counters as they were before it could start.
+struct Early {
+    request: Request,
+    counters: Option<(u64, u64)>,
 }
 
 /// A place taken in a context's queue. If the call is dropped before its turn
@@ -270,6 +277,7 @@ impl LocalSession {
         request_id: String,
     ) -> impl Future<Output = RunReply> + Send + 'static {
         let ticket = PendingTurn::take(self.clone(), request.language);
+        let early = self.send_early(&request, &ticket);
         async move {
             if ticket.session.is_closed() {
                 return RunReply {
@@ -278,7 +286,11 @@ impl LocalSession {
                     output: None,
                 };
             }
-            let (success, output) = ticket.session.clone().run_in_turn(&request, ticket).await;
+            let (success, output) = ticket
+                .session
+                .clone()
+                .run_in_turn(&request, ticket, early)
+                .await;
             RunReply {
                 request_id,
                 success,
@@ -289,10 +301,48 @@ impl LocalSession {
 
     /// Runs one request in its language's context once its turn comes; `true` when
     /// the code ran cleanly.
+    /// When this call is first in line and its interpreter idle, the request goes
+    /// into the pipe now, on the caller's thread: the interpreter starts while the
+    /// task that reads the reply is still being scheduled, which on this 2-core VM is
+    /// a cross-CPU wake-up off the critical path. The limit counters are read first,
+    /// since the run may begin at once.
+    fn send_early(&self, request: &RunRequest, ticket: &PendingTurn) -> Early {
+        let slot = &self.contexts[request.language as usize];
+        let mut sent = Request::new(&request.code, Duration::from_secs_f64(request.timeout_s));
+        let number = ticket.ticket.expect("a fresh ticket");
+        if self.is_closed() || !slot.turns.is_serving(number) {
+            return Early {
+                request: sent,
+                counters: None,
+            };
+        }
+        let Ok(guard) = slot.context.try_lock() else {
+            return Early {
+                request: sent,
+                counters: None,
+            };
+        };
+        match guard.as_ref() {
+            Some(context) if context.alive => {
+                let counters = (self.oom_kills.read(), self.pids_max_events.read());
+                context.send_early(&mut sent);
+                Early {
+                    request: sent,
+                    counters: Some(counters),
+                }
+            }
+            _ => Early {
+                request: sent,
+                counters: None,
+            },
+        }
+    }
+
     async fn run_in_turn(
         self: Arc<Self>,
         request: &RunRequest,
         mut ticket: PendingTurn,
+        early: Early,
     ) -> (bool, BackendOutput) {
         let slot = &self.contexts[request.language as usize];
         let number = ticket.ticket.expect("a turn is waited for once");
@@ -318,10 +368,10 @@ impl LocalSession {
             }
         }
         let context = slot.as_mut().expect("a context was just put in the slot");
-        let oom_before = self.oom_kills.read();
-        let pids_before = self.pids_max_events.read();
-        let timeout = Duration::from_secs_f64(request.timeout_s);
-        let outcome = context.run(&request.code, timeout, self.output_cap).await;
+        let (oom_before, pids_before) = early
+            .counters
+            .unwrap_or_else(|| (self.oom_kills.read(), self.pids_max_events.read()));
+        let outcome = context.run_request(early.request, self.output_cap).await;
         let hit_memory = self.oom_kills.read() > oom_before;
         let hit_pids = self.pids_max_events.read() > pids_before;
         let output = self.describe(request, outcome, hit_memory, hit_pids);

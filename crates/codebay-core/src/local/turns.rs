@@ -52,6 +52,11 @@ impl TurnQueue {
         }
     }
 
+    /// Whether `ticket` has its turn now (nothing before it is waiting or running).
+    pub fn is_serving(&self, ticket: u64) -> bool {
+        self.state.lock().expect("turn lock").serving == ticket
+    }
+
     /// For a ticket whose call is dropped before its turn came.
     pub fn abandon(&self, ticket: u64) {
         let mut state = self.state.lock().expect("turn lock");
@@ -116,6 +121,7 @@ mod tests {
     async fn an_abandoned_ticket_does_not_block_the_next() {
         let queue = TurnQueue::default();
         let (first, second, third) = (queue.take(), queue.take(), queue.take());
+        assert!(queue.is_serving(first) && !queue.is_serving(third));
         queue.abandon(second);
         drop(queue.wait(first).await);
         let turn = tokio::time::timeout(std::time::Duration::from_secs(1), queue.wait(third)).await;
