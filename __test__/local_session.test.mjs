@@ -515,3 +515,22 @@ test('result is stdout joined for small and large outputs alike, and large outpu
     await s.close()
   }
 })
+
+test('callMcpTool answers unreadable calls with a failed result, never a throw', async () => {
+  const { LocalSession } = codebay
+  const s = await LocalSession.create({ poolSize: 0, prewarm: [] })
+  try {
+    const noArgs = await s.callMcpTool('run_code')
+    assert.equal(noArgs.success, false)
+    assert.equal(noArgs.errorMessage, "run_code needs a string argument 'code'.")
+    const fnArgs = await s.callMcpTool('run_code', { code: () => 1, language: 'python' })
+    assert.equal(fnArgs.success, false)
+    assert.match(fnArgs.errorMessage, /^The arguments of 'run_code' must be JSON data: /)
+    const noName = await s.callMcpTool(42, {})
+    assert.deepEqual({ ...noName, requestId: '' }, { success: false, data: '', errorMessage: 'The tool name must be a string.', requestId: '' })
+    assert.notEqual(noName.requestId, fnArgs.requestId)
+    assert.equal((await s.code.runCode('1 + 1', 'python')).result, '2', 'the session still works')
+  } finally {
+    await s.close()
+  }
+})

@@ -79,10 +79,33 @@ impl LocalSession {
     pub fn call_mcp_tool<'env>(
         &self,
         env: &'env Env,
-        tool_name: String,
-        args: serde_json::Value,
+        tool_name: Unknown,
+        args: Unknown,
         _auto_gen_session: Option<bool>,
     ) -> Result<PromiseRaw<'env, McpToolResult>> {
+        // Read by hand: a tool server answers bad input with a failed result, never a throw.
+        let tool_name = match tool_name.get_type()? {
+            // SAFETY: just checked to be a string of this env.
+            ValueType::String => unsafe { String::from_napi_value(env.raw(), tool_name.raw())? },
+            _ => {
+                let refused = self.inner.refuse("The tool name must be a string.".into());
+                return PromiseRaw::resolve(env, refused.into());
+            }
+        };
+        let args = match args.get_type()? {
+            ValueType::Undefined => serde_json::Value::Null,
+            // SAFETY: converting a live value of this env; a failure is handled below.
+            _ => match unsafe { serde_json::Value::from_napi_value(env.raw(), args.raw()) } {
+                Ok(args) => args,
+                Err(e) => {
+                    let message = format!(
+                        "The arguments of '{tool_name}' must be JSON data: {}.",
+                        e.reason
+                    );
+                    return PromiseRaw::resolve(env, self.inner.refuse(message).into());
+                }
+            },
+        };
         // Called synchronously so that runs are queued in the order of these calls.
         let call = self.inner.call_tool(&tool_name, &args);
         env.spawn_future(async move { Ok(call.await.into()) })

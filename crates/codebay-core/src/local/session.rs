@@ -255,6 +255,12 @@ impl LocalSession {
         }
     }
 
+    /// A failed result for a call that could not even be read (no tool name, arguments
+    /// that are not JSON), numbered like any other answer.
+    pub fn refuse(&self, message: String) -> McpToolResult {
+        McpToolResult::failed(message, self.next_request_id())
+    }
+
     fn next_request_id(&self) -> String {
         format!(
             "{}-{}",
