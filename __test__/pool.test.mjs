@@ -61,3 +61,9 @@ test('concurrent runs in one context are queued in call order, never interleaved
   assert.equal(order.result, JSON.stringify(Array.from({ length: 40 }, (_, i) => i)).replace(/,/g, ', '))
   await s.close()
 })
+
+test('create() rejects options of the wrong type with a TypeError naming them', async () => {
+  await assert.rejects(LocalSession.create(5), (e) => e instanceof TypeError && /takes an options object/.test(e.message))
+  await assert.rejects(LocalSession.create({ memoryBytes: 'lots' }), (e) => e instanceof TypeError && /memoryBytes/.test(e.message))
+  await assert.rejects(LocalSession.create({ env: { A: 1 } }), (e) => e instanceof TypeError && /env/.test(e.message))
+})

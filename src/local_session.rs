@@ -53,14 +53,49 @@ pub struct LocalSession {
 impl LocalSession {
     /// Builds a sandbox. Rejects, naming the missing piece, if the kernel lacks what
     /// isolation needs: code never runs unisolated.
-    #[napi]
-    pub async fn create(options: Option<LocalSessionOptions>) -> Result<LocalSession> {
-        let (options, pool) = core_options(options.unwrap_or_default())?;
-        let inner = codebay_core::local::pool::acquire(options, pool)
-            .await
-            .map_err(|e| Error::from_reason(e.to_string()))?;
-        Ok(LocalSession {
-            inner: Arc::new(inner),
+    #[napi(
+        ts_args_type = "options?: LocalSessionOptions | undefined | null",
+        ts_return_type = "Promise<LocalSession>"
+    )]
+    pub fn create<'env>(
+        env: &'env Env,
+        options: Unknown,
+    ) -> Result<PromiseRaw<'env, LocalSession>> {
+        // Read by hand so that every bad option rejects the promise with a TypeError
+        // naming it, instead of throwing or being taken for no options.
+        let options = match options.get_type()? {
+            ValueType::Undefined | ValueType::Null => LocalSessionOptions::default(),
+            // SAFETY: just checked to be an object of this env.
+            ValueType::Object => {
+                match unsafe { LocalSessionOptions::from_napi_value(env.raw(), options.raw()) } {
+                    Ok(options) => options,
+                    Err(e) => {
+                        return PromiseRaw::reject(
+                            env,
+                            JsTypeError::from(Error::new(Status::InvalidArg, e.reason)),
+                        )
+                    }
+                }
+            }
+            other => {
+                let message = format!("LocalSession.create takes an options object, got {other}");
+                return PromiseRaw::reject(
+                    env,
+                    JsTypeError::from(Error::new(Status::InvalidArg, message)),
+                );
+            }
+        };
+        let (options, pool) = match core_options(options) {
+            Ok(checked) => checked,
+            Err(e) => return PromiseRaw::reject(env, JsRangeError::from(e)),
+        };
+        env.spawn_future(async move {
+            let inner = codebay_core::local::pool::acquire(options, pool)
+                .await
+                .map_err(|e| Error::from_reason(e.to_string()))?;
+            Ok(LocalSession {
+                inner: Arc::new(inner),
+            })
         })
     }
 
