@@ -44,14 +44,6 @@ impl BackendOutput {
         serde_json::from_value(value).ok()
     }
 
-    /// The bundles encoded the way the wire carries them: one JSON string each.
-    pub fn encode_results(bundles: &[MimeBundle]) -> Vec<Value> {
-        bundles
-            .iter()
-            .map(|b| Value::String(Value::Object(b.clone()).to_string()))
-            .collect()
-    }
-
     /// The wire text. Bundles held as objects (as the local engine keeps them) go out
     /// as JSON strings, as DESIGN §2 has it; nothing else is copied on the way.
     pub fn to_json(&self) -> String {
@@ -128,7 +120,7 @@ mod tests {
         bundle.insert("isMainResult".into(), json!(true));
         let out = BackendOutput {
             stdout: vec!["hi\n".into()],
-            result: BackendOutput::encode_results(&[bundle]),
+            result: vec![Value::String(Value::Object(bundle).to_string())],
             execution_time: Some(0.5),
             execution_count: Some(3),
             ..Default::default()

@@ -136,15 +136,11 @@ impl Context {
         }
     }
 
-    /// Runs `code`; at `timeout` the run is interrupted (SIGINT), and killed if it has
-    /// not answered `INTERRUPT_GRACE` later. Output past `cap` bytes a stream is counted
-    /// and dropped.
-    pub async fn run(&mut self, code: &str, timeout: Duration, cap: usize) -> RunOutcome {
-        self.run_request(Request::new(code, timeout), cap).await
-    }
-
     /// Runs a request, part or all of which may have been sent already (`send_early`).
-    pub async fn run_request(&mut self, request: Request, cap: usize) -> RunOutcome {
+    /// At its timeout the run is interrupted (SIGINT), and killed if it has not
+    /// answered `INTERRUPT_GRACE` later. Output past `cap` bytes a stream is counted and
+    /// dropped.
+    pub async fn run(&mut self, request: Request, cap: usize) -> RunOutcome {
         let started = request.started.unwrap_or_else(Instant::now);
         let mut stdout = CappedOutput::new(cap);
         let mut stderr = CappedOutput::new(cap);

@@ -377,7 +377,7 @@ impl LocalSession {
         let (oom_before, pids_before) = early
             .counters
             .unwrap_or_else(|| (self.oom_kills.read(), self.pids_max_events.read()));
-        let outcome = context.run_request(early.request, self.output_cap).await;
+        let outcome = context.run(early.request, self.output_cap).await;
         let hit_memory = self.oom_kills.read() > oom_before;
         let hit_pids = self.pids_max_events.read() > pids_before;
         let output = self.describe(request, outcome, hit_memory, hit_pids);
