@@ -13,8 +13,9 @@ pub type MimeBundle = Map<String, Value>;
 pub struct BackendOutput {
     pub stdout: Vec<String>,
     pub stderr: Vec<String>,
-    /// Each item a JSON-encoded [`MimeBundle`]; kept as raw values when reading, since
-    /// a backend may send an item that is not valid JSON (it is then dropped).
+    /// Each item a [`MimeBundle`]: a JSON-encoded string on the wire (kept as a raw value
+    /// when reading, since a backend may send one that is not valid JSON; it is then
+    /// dropped), an object while the local engine holds it (`to_json` encodes it).
     pub result: Vec<Value>,
     pub execution_error: String,
     #[serde(skip_serializing_if = "Option::is_none")]
