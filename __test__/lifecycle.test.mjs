@@ -1,7 +1,7 @@
 // What a session leaves behind when its Node process goes away.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import fs from 'node:fs'
 import { cgroupDirs, sessionPids, waitFor } from './helpers.mjs'
@@ -48,4 +48,18 @@ test('when the Node process is SIGKILLed, every helper (pooled ones too) and eve
   child.kill('SIGKILL')
   const gone = await waitFor(() => cgroupDirs(sessionId).length === 0 && pids.every((p) => !fs.existsSync(`/proc/${p}`)), 10_000)
   assert.ok(gone, `left behind: cgroups ${cgroupDirs(sessionId)}, pids ${pids.filter((p) => fs.existsSync(`/proc/${p}`))}`)
+})
+
+test('without its sandbox helper, create() rejects naming it: nothing runs unisolated', () => {
+  const script = `
+    const { LocalSession } = require(${JSON.stringify(INDEX)})
+    LocalSession.create({ poolSize: 0 }).then(
+      () => { console.log('created'); process.exit(3) },
+      (e) => { console.log(e.message); process.exit(0) })
+  `
+  const child = spawnSync(process.execPath, ['-e', script], {
+    env: { ...process.env, CODEBAY_SANDBOX_BIN: '/nonexistent/codebay-sandbox' }, encoding: 'utf8', timeout: 20_000,
+  })
+  assert.equal(child.status, 0, `create() did not reject: ${child.stdout}${child.stderr}`)
+  assert.match(child.stdout, /could not start the sandbox helper \/nonexistent\/codebay-sandbox/)
 })

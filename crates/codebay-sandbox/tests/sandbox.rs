@@ -78,8 +78,41 @@ fn socketpair() -> (OwnedFd, OwnedFd) {
 }
 
 fn start(config: &serde_json::Value) -> (OwnedFd, std::process::Child) {
+    start_under(config, None)
+}
+
+/// Starts the helper, under `kernel_without` when given: a seccomp filter installed
+/// between fork and exec that makes the kernel look as if it lacked a feature.
+fn start_under(
+    config: &serde_json::Value,
+    kernel_without: Option<seccompiler::BpfProgram>,
+) -> (OwnedFd, std::process::Child) {
     let (ours, theirs) = socketpair();
-    let child = Command::new(env!("CARGO_BIN_EXE_codebay-sandbox"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_codebay-sandbox"));
+    if let Some(program) = kernel_without {
+        // SAFETY: the closure runs between fork and exec and only makes two syscalls
+        // (prctl, seccomp) on memory the parent prepared; it allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                let fprog = libc::sock_fprog {
+                    len: program.len() as u16,
+                    filter: program.as_ptr() as *mut libc::sock_filter,
+                };
+                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                    || libc::syscall(
+                        libc::SYS_seccomp,
+                        1, /* SECCOMP_SET_MODE_FILTER */
+                        0,
+                        &fprog,
+                    ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let child = command
         .stdin(Stdio::from(theirs))
         .stdout(Stdio::null())
         .stderr(if std::env::var_os("CODEBAY_DEBUG").is_some() {
@@ -401,5 +434,92 @@ fn missing_read_only_path_fails_closed() {
     assert_eq!(reply["type"], "error", "{reply}");
     assert_eq!(reply["step"], "mounts");
     assert!(!wait_exit(&mut child).success());
+    let _ = std::fs::remove_dir_all(rt);
+}
+
+/// A filter that fails `syscall` with `errno` when `flag` (if any) is set in its first
+/// argument, and allows everything else.
+fn deny(syscall: libc::c_long, flag: Option<u64>, errno: i32) -> seccompiler::BpfProgram {
+    use seccompiler::{
+        SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
+    };
+    let rules = match flag {
+        None => vec![],
+        Some(flag) => vec![SeccompRule::new(vec![SeccompCondition::new(
+            0,
+            SeccompCmpArgLen::Qword,
+            SeccompCmpOp::MaskedEq(flag),
+            flag,
+        )
+        .unwrap()])
+        .unwrap()],
+    };
+    SeccompFilter::new(
+        [(syscall, rules)].into_iter().collect(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(errno as u32),
+        seccompiler::TargetArch::x86_64,
+    )
+    .unwrap()
+    .try_into()
+    .unwrap()
+}
+
+#[test]
+fn a_kernel_without_landlock_is_refused_by_name() {
+    let rt = runtimes_dir("nolandlock");
+    let cfg = config(
+        &format!("it-nolandlock-{}", std::process::id()),
+        &rt,
+        "/usr/bin/python3",
+        &[],
+    );
+    let (sock, mut child) = start_under(
+        &cfg,
+        Some(deny(libc::SYS_landlock_create_ruleset, None, libc::ENOSYS)),
+    );
+    let (reply, _) = recv_json(&sock);
+    assert_eq!(reply["type"], "error", "{reply}");
+    assert_eq!(reply["step"], "kernel_check", "{reply}");
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing: Landlock"),
+        "{reply}"
+    );
+    assert!(!wait_exit(&mut child).success());
+    let _ = std::fs::remove_dir_all(rt);
+}
+
+#[test]
+fn a_kernel_without_user_namespaces_is_refused_by_name() {
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    let rt = runtimes_dir("nouserns");
+    let session = format!("it-nouserns-{}", std::process::id());
+    let cfg = config(&session, &rt, "/usr/bin/python3", &[]);
+    let newuser = libc::CLONE_NEWUSER as u64;
+    let (sock, mut child) = start_under(
+        &cfg,
+        Some(deny(libc::SYS_clone, Some(newuser), libc::EPERM)),
+    );
+    let (reply, _) = recv_json(&sock);
+    assert_eq!(reply["type"], "error", "{reply}");
+    assert_eq!(reply["step"], "user_namespace", "{reply}");
+    assert!(!wait_exit(&mut child).success());
+    let leftovers: Vec<_> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .filter_map(|h| {
+            let dir = h.ok()?.path().join("codebay").join(&session);
+            dir.exists().then_some(dir)
+        })
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "cgroups left after a refused start: {leftovers:?}"
+    );
     let _ = std::fs::remove_dir_all(rt);
 }
