@@ -270,23 +270,11 @@ mod tests {
 
     #[test]
     fn fds_travel_over_seqpacket() {
-        let mut sv = [0; 2];
-        // SAFETY: sv is a valid 2-int array.
-        assert_eq!(
-            unsafe {
-                libc::socketpair(
-                    libc::AF_UNIX,
-                    libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-                    0,
-                    sv.as_mut_ptr(),
-                )
-            },
-            0
-        );
+        let (a, b) = crate::sys::seqpacket_pair().unwrap();
         let (r, w) = crate::sys::pipe().unwrap();
         use std::os::fd::AsRawFd;
         send(
-            sv[0],
+            a.as_raw_fd(),
             &Reply::Spawned {
                 id: 1.into(),
                 pid: 2,
@@ -294,12 +282,12 @@ mod tests {
             &[r.as_raw_fd(), w.as_raw_fd()],
         )
         .unwrap();
-        let (body, fds) = recv_with_fds(sv[1]).unwrap();
+        let (body, fds) = recv_with_fds(b.as_raw_fd()).unwrap();
         assert_eq!(fds.len(), 2);
         assert!(String::from_utf8(body).unwrap().contains("spawned"));
         // SAFETY: closing fds we received and own.
         unsafe {
-            for f in fds.into_iter().chain(sv) {
+            for f in fds {
                 libc::close(f);
             }
         }

@@ -1,7 +1,7 @@
 //! End-to-end: spawn the helper with a SEQPACKET socketpair as fd 0, as the addon does.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -59,24 +59,6 @@ fn python() -> Option<(String, Vec<String>)> {
         .then(|| ("/usr/bin/python3".to_owned(), vec![]))
 }
 
-fn socketpair() -> (OwnedFd, OwnedFd) {
-    let mut sv = [0 as RawFd; 2];
-    // SAFETY: sv is a valid 2-int array.
-    assert_eq!(
-        unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-                0,
-                sv.as_mut_ptr(),
-            )
-        },
-        0
-    );
-    // SAFETY: socketpair returned two fresh fds.
-    unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) }
-}
-
 fn start(config: &serde_json::Value) -> (OwnedFd, std::process::Child) {
     start_under(config, None)
 }
@@ -87,7 +69,7 @@ fn start_under(
     config: &serde_json::Value,
     kernel_without: Option<seccompiler::BpfProgram>,
 ) -> (OwnedFd, std::process::Child) {
-    let (ours, theirs) = socketpair();
+    let (ours, theirs) = codebay_sandbox::sys::seqpacket_pair().unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_codebay-sandbox"));
     if let Some(program) = kernel_without {
         // SAFETY: the closure runs between fork and exec and only makes two syscalls
