@@ -1,0 +1,22 @@
+//! Every message that crosses a boundary in codebay, defined once (serde only, no I/O):
+//!
+//! - [`tool`]: the session tools' arguments (`run_code`, the code-context tools) and the
+//!   `McpToolResult` every session answers with.
+//! - [`backend`]: the backend JSON in a `run_code` result (DESIGN §2) and the one
+//!   `{ name, value, traceback }` error shape.
+//! - [`helper`]: the sandbox helper's control socket: config, requests, replies, the
+//!   order of the descriptors a spawn hands over, and the limits both sides check.
+//! - [`driver`]: the JSON lines between the engine and a runtime driver.
+//!
+//! Golden fixtures in `tests/fixtures/` hold the Rust types and the drivers
+//! (`runtimes/test_drivers.py`) to the same bytes.
+
+pub mod backend;
+pub mod driver;
+pub mod helper;
+pub mod tool;
+
+pub use backend::{BackendOutput, ErrorInfo, MimeBundle};
+pub use driver::{DriverMessage, DriverReply, DriverRequest};
+pub use helper::{CgroupInfo, HelperReply, HelperRequest, SandboxConfig, SpawnedFds};
+pub use tool::{CodeContext, ContextIdArgs, CreateContextArgs, McpToolResult, RunCodeArgs};

@@ -1,0 +1,107 @@
+//! Every golden fixture parses into its type and serialises back to the same bytes.
+
+use codebay_protocol::{
+    BackendOutput, CodeContext, ContextIdArgs, CreateContextArgs, DriverMessage, DriverRequest,
+    HelperReply, HelperRequest, McpToolResult, RunCodeArgs, SandboxConfig,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+fn lines(name: &str) -> Vec<String> {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Parses `raw` as `T` and checks it serialises to exactly the same text.
+fn round_trip<T: DeserializeOwned + Serialize>(raw: &RawValue, what: &str) {
+    let value: T = serde_json::from_str(raw.get())
+        .unwrap_or_else(|e| panic!("{what}: {e}\n  {}", raw.get()));
+    let again = serde_json::to_string(&value).unwrap();
+    assert_eq!(again, raw.get(), "{what} does not round-trip to the same bytes");
+}
+
+#[derive(Deserialize)]
+struct Tagged<'a> {
+    kind: String,
+    #[serde(borrow)]
+    message: &'a RawValue,
+}
+
+#[test]
+fn helper_messages_round_trip() {
+    let lines = lines("helper.jsonl");
+    assert!(lines.len() >= 8);
+    for line in &lines {
+        let t: Tagged = serde_json::from_str(line).unwrap();
+        match t.kind.as_str() {
+            "config" => round_trip::<SandboxConfig>(t.message, "config"),
+            "request" => round_trip::<HelperRequest>(t.message, "request"),
+            "reply" => round_trip::<HelperReply>(t.message, "reply"),
+            other => panic!("unknown kind {other}"),
+        }
+    }
+}
+
+#[test]
+fn tool_messages_round_trip() {
+    for line in &lines("tool.jsonl") {
+        let t: Tagged = serde_json::from_str(line).unwrap();
+        match t.kind.as_str() {
+            "run_code" => round_trip::<RunCodeArgs>(t.message, "run_code"),
+            "create_code_context" => round_trip::<CreateContextArgs>(t.message, "create"),
+            "context_id" => round_trip::<ContextIdArgs>(t.message, "context id"),
+            "code_context" => round_trip::<CodeContext>(t.message, "code context"),
+            "tool_result" => round_trip::<McpToolResult>(t.message, "tool result"),
+            "backend" => round_trip::<BackendOutput>(t.message, "backend"),
+            other => panic!("unknown kind {other}"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Case<'a> {
+    name: String,
+    languages: Vec<String>,
+    #[serde(borrow)]
+    exchanges: Vec<Exchange<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Exchange<'a> {
+    #[serde(borrow)]
+    request: &'a RawValue,
+    #[serde(borrow)]
+    messages: Vec<&'a RawValue>,
+}
+
+#[test]
+fn driver_exchanges_round_trip() {
+    let lines = lines("driver.jsonl");
+    assert!(lines.len() >= 4);
+    for line in &lines {
+        let case: Case = serde_json::from_str(line).unwrap();
+        assert!(!case.languages.is_empty(), "{}", case.name);
+        for exchange in &case.exchanges {
+            // A request given as a JSON string is sent as that raw text (a bad line).
+            if !exchange.request.get().starts_with('"') {
+                round_trip::<DriverRequest>(exchange.request, &case.name);
+            }
+            for (i, message) in exchange.messages.iter().enumerate() {
+                round_trip::<DriverMessage>(message, &case.name);
+                let parsed: DriverMessage = serde_json::from_str(message.get()).unwrap();
+                let last = i + 1 == exchange.messages.len();
+                assert_eq!(
+                    matches!(parsed, DriverMessage::Reply(_)),
+                    last,
+                    "{}: exactly the last message is the reply",
+                    case.name
+                );
+            }
+        }
+    }
+}
