@@ -11,6 +11,73 @@ export interface SessionLike {
   getSessionId(): string
 }
 
+/** The `code` of every error codebay throws or rejects with. */
+export type CodebayErrorCode =
+  | 'ERR_CODEBAY_INVALID_OPTION'
+  | 'ERR_CODEBAY_INVALID_ARGUMENT'
+  | 'ERR_CODEBAY_UNSUPPORTED_LANGUAGE'
+  | 'ERR_CODEBAY_KERNEL_UNSUPPORTED'
+  | 'ERR_CODEBAY_SANDBOX_FAILED'
+  | 'ERR_CODEBAY_INTERPRETER_NOT_FOUND'
+  | 'ERR_CODEBAY_SESSION_CLOSED'
+  | 'ERR_CODEBAY_UNKNOWN_CONTEXT'
+  | 'ERR_CODEBAY_CONTEXT_LIMIT'
+  | 'ERR_CODEBAY_TOOL_FAILED'
+
+/** An `Error`, `TypeError` or `RangeError` thrown by codebay. */
+export interface CodebayError extends Error {
+  code: CodebayErrorCode
+}
+
+/** `runCode`'s fourth argument. Every field is optional. */
+export interface RunCodeOptions {
+  /** Each chunk of stdout, while the code runs, in the order written. */
+  onStdout?: (message: OutputMessage) => void
+  /** Each chunk of stderr, while the code runs. */
+  onStderr?: (message: OutputMessage) => void
+  /** Each `display()` result as it is displayed, then the main result. */
+  onResult?: (result: CodeExecutionResultItem) => void
+  /** The run's error, once, at its end. */
+  onError?: (error: CodeExecutionError) => void
+  /** Aborting stops the run as a timeout does; it resolves with `error.name === 'AbortError'`. */
+  signal?: AbortSignal
+  /** Environment variables for this run only (child processes see them too). */
+  envs?: Record<string, string>
+  /** Run in this context instead of the language's default one. */
+  context?: CodeContext | string
+}
+
+/** Options of `LocalSession.create()`. Every field is optional. */
+export interface LocalSessionOptions {
+  /** Memory of the whole session (all its processes and its tmpfs files). Default 512 MiB; at least 32 MiB. */
+  memoryBytes?: number
+  /** Processes and threads of the session at once. Default 64; at least 4. */
+  maxProcesses?: number
+  /** CPU quota in cores (e.g. 0.5). Default: all cores. */
+  cpuCores?: number
+  /**
+   * Share the host's network (all its interfaces and loopback services). Default false:
+   * an empty network namespace and no TCP connect or bind.
+   */
+  network?: boolean
+  /** Variables added to the code's environment (which otherwise holds only PATH, HOME and LANG). */
+  env?: Record<string, string>
+  /** Size of the writable workspace `/home/user`. Default 512 MiB (the memory limit). */
+  workspaceBytes?: number
+  /** Size of `/tmp`. Default 256 MiB. */
+  tmpBytes?: number
+  /** Output kept per stream per run; the rest is counted and dropped. Default 10 MiB. */
+  outputLimitBytes?: number
+  /** The python3 to use (resolved past shims such as pyenv's). Default: `python3` on PATH. */
+  python?: string
+  /** Code contexts made with `createCodeContext` at once. Default 16. */
+  maxContexts?: number
+  /** Sandboxes kept built for `create()` calls with the same options. Default 2; 0 disables; at most 16. */
+  poolSize?: number
+  /** Interpreters started in every new sandbox before its first run. Default `['python']`. */
+  prewarm?: Array<'python' | 'javascript'>
+}
+
 /**
  * Which binding artifact the generated loader actually loaded: `'native'` for
  * a native addon, otherwise the `platformArchABI` of the WASI flavor. Every
@@ -19,7 +86,7 @@ export interface SessionLike {
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
-/** Runs code in a session: `new Code(session).runCode(code, language, timeoutS?)`. */
+/** Runs code in a session: `new Code(session).runCode(code, language, timeoutS?, options?)`. */
 export declare class Code {
   /**
    * Wraps any object with a `callMcpTool` method (a LocalSession, a RemoteSession, or
@@ -28,25 +95,49 @@ export declare class Code {
   constructor(session: SessionLike)
   /**
    * Runs `code` and resolves with its result. Rejects (without calling the session)
-   * for an unsupported language (`Error`), a bad `timeoutS` (`RangeError`) or
-   * code that is not a string (`TypeError`). Every other failure resolves with
-   * `success: false`.
+   * for an unsupported language (`Error`), a bad `timeoutS` (`RangeError`), code that
+   * is not a string or a bad option (`TypeError`); each error has a `code`. Every
+   * other failure resolves with `success: false`.
    */
-  runCode(code: string, language: string, timeoutS?: number): Promise<CodeExecutionResult>
+  runCode(code: string, language: string, timeoutS?: number, options?: RunCodeOptions): Promise<CodeExecutionResult>
+  /** AgentBay's alias of `runCode`. */
+  run(code: string, language: string, timeoutS?: number, options?: RunCodeOptions): Promise<CodeExecutionResult>
+  /** AgentBay's alias of `runCode`. */
+  execute(code: string, language: string, timeoutS?: number, options?: RunCodeOptions): Promise<CodeExecutionResult>
+  /**
+   * A new code context: its own interpreter, with its own state, in the session's
+   * sandbox. Rejects for an unsupported language, a bad `cwd`, or past `maxContexts`.
+   */
+  createCodeContext(options: { language: string, cwd?: string }): Promise<CodeContext>
+  /** The session's contexts: each language's default one and those created. */
+  listCodeContexts(): Promise<Array<CodeContext>>
+  /**
+   * Replaces the context's interpreter: its state is cleared. Runs queued before
+   * this finish first.
+   */
+  restartCodeContext(context: CodeContext | string): Promise<void>
+  /** Ends the context after the runs queued before this; later runs in it fail. */
+  removeCodeContext(context: CodeContext | string): Promise<void>
 }
 
-/** One isolated sandbox on this machine, with a stateful Python and JavaScript context. */
+/**
+ * One isolated sandbox on this machine, with a stateful context per language and
+ * the code contexts made in it.
+ */
 export declare class LocalSession {
   /**
-   * Builds a sandbox. Rejects, naming the missing piece, if the kernel lacks what
+   * Builds a sandbox (or takes one the pool built ahead). Rejects with a `TypeError`
+   * or `RangeError` (`ERR_CODEBAY_INVALID_OPTION`) for a bad option, and with
+   * `ERR_CODEBAY_KERNEL_UNSUPPORTED` naming the missing piece if the kernel lacks what
    * isolation needs: code never runs unisolated.
    */
   static create(options?: LocalSessionOptions | undefined | null): Promise<LocalSession>
   /** A `Code` that runs in this session without a hop through JavaScript. */
   get code(): Code
   /**
-   * The session as a tool server: `run_code` with `{ code, language, timeout_s }`.
-   * Never rejects: unknown tools and bad arguments give `success: false`.
+   * The session as a tool server: `run_code` with `{ code, language, timeout_s,
+   * envs?, context? }`, and the code-context tools. Never rejects: unknown tools
+   * and bad arguments give `success: false`.
    */
   callMcpTool(toolName: string, args: any, autoGenSession?: boolean): Promise<McpToolResult>
   /** `''`: a local session needs no key. */
@@ -58,6 +149,27 @@ export declare class LocalSession {
    * Idempotent; afterwards every call answers with a failure.
    */
   close(): Promise<void>
+}
+
+/** One chunk of a run's stdout or stderr, as it was written (E2B's `OutputMessage`). */
+export declare class OutputMessage {
+  /** The chunk's text. */
+  line: string
+  /** When it was read, in nanoseconds since the Unix epoch. */
+  timestamp: number
+  /** True for stderr. */
+  error: boolean
+  constructor(line: string, timestamp: number, error: boolean)
+  /** The chunk's text. */
+  toString(): string
+}
+
+/** A code context: its own interpreter in the session's sandbox (E2B's shape). */
+export interface CodeContext {
+  id: string
+  language: string
+  /** The working directory of its interpreter. */
+  cwd: string
 }
 
 /** The structured error of a run that raised, timed out or was killed. */
@@ -104,44 +216,6 @@ export interface CodeExecutionResultItem {
   chart?: any
   /** True for the value of the cell's last expression. */
   isMainResult?: boolean
-}
-
-/** Options of `LocalSession.create()`. Every field is optional. */
-export interface LocalSessionOptions {
-  /** Memory of the whole session (all its processes and its tmpfs files). Default 512 MiB. */
-  memoryBytes?: number
-  /** Processes and threads of the session at once. Default 64. */
-  maxProcesses?: number
-  /** CPU quota in cores (e.g. 0.5). Default: all cores. */
-  cpuCores?: number
-  /**
-   * Share the host's network (all its interfaces and loopback services). Default false:
-   * an empty network namespace and no TCP connect or bind.
-   */
-  network?: boolean
-  /**
-   * Variables added to the code's environment (which otherwise holds only PATH, HOME,
-   * LANG and PYTHONUNBUFFERED).
-   */
-  env?: Record<string, string>
-  /** Size of the writable workspace `/home/user`. Default 512 MiB. */
-  workspaceBytes?: number
-  /** Size of `/tmp`. Default 256 MiB. */
-  tmpBytes?: number
-  /** Output kept per stream per run; the rest is counted and dropped. Default 10 MiB. */
-  outputLimitBytes?: number
-  /** The python3 to use (resolved past shims such as pyenv's). Default: `python3` on PATH. */
-  python?: string
-  /**
-   * Sandboxes kept built and ready for `create()` calls with the same options,
-   * refilled in the background. Default 2; 0 disables the pool. At most 16.
-   */
-  poolSize?: number
-  /**
-   * Interpreters started in every new sandbox before its first run.
-   * Default `['python']`; `[]` starts each on first use.
-   */
-  prewarm?: Array<'python' | 'javascript'>
 }
 
 /** What every session returns from a tool call (AgentBay's McpToolResult). */

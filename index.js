@@ -837,3 +837,4 @@ module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __n
 module.exports = nativeBinding
 module.exports.Code = nativeBinding.Code
 module.exports.LocalSession = nativeBinding.LocalSession
+module.exports.OutputMessage = nativeBinding.OutputMessage

@@ -136,16 +136,19 @@ test('a plain failed tool result keeps its message', async () => {
   assert.deepEqual(r, { requestId: 'r-9', success: false, result: '', errorMessage: 'quota exceeded' })
 })
 
-test('a rejected promise resolves with "Failed to run code: <reason>"', async () => {
+test('a rejected promise resolves with "Failed to run code: ${String(error)}", as the SDK interpolates it', async () => {
   const session = { async callMcpTool() { throw new Error('network down') }, getAPIKey: () => '', getSessionId: () => 's' }
   const r = await new Code(session).runCode('x', 'python')
-  assert.deepEqual(r, { requestId: '', success: false, result: '', errorMessage: 'Failed to run code: network down' })
+  assert.deepEqual(r, { requestId: '', success: false, result: '', errorMessage: 'Failed to run code: Error: network down' })
+  class APIError extends Error { constructor(m) { super(m); this.name = 'APIError' } }
+  const api = { async callMcpTool() { throw new APIError('Code execution failed') }, getAPIKey: () => '', getSessionId: () => 's' }
+  assert.equal((await new Code(api).runCode('x', 'python')).errorMessage, 'Failed to run code: APIError: Code execution failed')
 })
 
 test('a synchronous throw resolves with the same failure and the process survives', async () => {
   const session = { callMcpTool() { throw new TypeError('sync boom') }, getAPIKey: () => '', getSessionId: () => 's' }
   const r = await new Code(session).runCode('x', 'python')
-  assert.deepEqual(r, { requestId: '', success: false, result: '', errorMessage: 'Failed to run code: sync boom' })
+  assert.deepEqual(r, { requestId: '', success: false, result: '', errorMessage: 'Failed to run code: TypeError: sync boom' })
   const again = await new Code(fakeSession()).runCode('1', 'python')
   assert.equal(again.success, true)
 })
@@ -231,4 +234,55 @@ test('a session promise collected without settling fails at once with a clear me
   const r = JSON.parse(child.stdout)
   assert.equal(r.success, false)
   assert.match(r.errorMessage, /^Failed to run code: the session's promise was garbage-collected without settling/)
+})
+
+test('options over a JavaScript session: envs and context travel in the run_code arguments', async () => {
+  const session = fakeSession()
+  await new Code(session).runCode('1', 'py', 5, { envs: { A: '1' }, context: { id: 'ctx-1', language: 'python', cwd: '/home/user' } })
+  assert.deepEqual(session.calls[0].args, { code: '1', language: 'python', timeout_s: 5, envs: { A: '1' }, context: 'ctx-1' })
+})
+
+test('a JavaScript session cannot stream: its output reaches the callbacks, in order, when it answers', async () => {
+  const data = backendJson({ stdout: ['a\n', 'b\n'], stderr: ['e\n'], result: [JSON.stringify({ 'text/plain': '2', isMainResult: true })] })
+  const session = fakeSession(() => ({ success: true, data, errorMessage: '', requestId: 'r' }))
+  const events = []
+  const r = await new Code(session).runCode('1', 'python', 5, {
+    onStdout: (m) => events.push(['out', m.line, m.error]),
+    onStderr: (m) => events.push(['err', String(m), m.error]),
+    onResult: (i) => events.push(['result', i.text]),
+  })
+  assert.equal(r.result, '2')
+  assert.deepEqual(events, [['out', 'a\n', false], ['out', 'b\n', false], ['err', 'e\n', true], ['result', '2']])
+})
+
+test('abort over a JavaScript session: pre-aborted never calls it; aborting a hung call resolves at once', async () => {
+  const session = fakeSession(() => new Promise(() => {}))
+  const code = new Code(session)
+  const pre = await code.runCode('1', 'python', 5, { signal: AbortSignal.abort() })
+  assert.equal(pre.error.name, 'AbortError')
+  assert.equal(session.calls.length, 0)
+  const controller = new AbortController()
+  const hung = code.runCode('1', 'python', 60, { signal: controller.signal })
+  setTimeout(() => controller.abort(), 50)
+  const r = await hung
+  assert.equal(r.success, false)
+  assert.equal(r.error.name, 'AbortError')
+})
+
+test('code contexts over a JavaScript session go through its context tools', async () => {
+  const session = fakeSession((args) => {
+    const last = session.calls.at(-1)
+    if (last.toolName === 'create_code_context') return { success: true, data: JSON.stringify({ id: 'ctx-9', language: args.language, cwd: args.cwd }), errorMessage: '', requestId: 'r' }
+    if (last.toolName === 'list_code_contexts') return { success: true, data: '[]', errorMessage: '', requestId: 'r' }
+    return { success: false, data: '', errorMessage: '[ERR_CODEBAY_UNKNOWN_CONTEXT] No code context has the id ctx-0.', requestId: 'r' }
+  })
+  const code = new Code(session)
+  assert.deepEqual(await code.createCodeContext({ language: 'js', cwd: 'app' }), { id: 'ctx-9', language: 'javascript', cwd: '/home/user/app' })
+  assert.deepEqual(await code.listCodeContexts(), [])
+  await assert.rejects(code.removeCodeContext('ctx-0'), (e) => e.code === 'ERR_CODEBAY_UNKNOWN_CONTEXT' && e.message === 'No code context has the id ctx-0.')
+  assert.deepEqual(session.calls.map((c) => [c.toolName, c.args]), [
+    ['create_code_context', { language: 'javascript', cwd: '/home/user/app' }],
+    ['list_code_contexts', {}],
+    ['remove_code_context', { id: 'ctx-0' }],
+  ])
 })

@@ -390,12 +390,13 @@ describe('callMcpTool, Code and the session object', () => {
   test('tool errors are failed results with a sentence, never a throw', async () => {
     const cases = [
       ['delete_everything', { code: '1', language: 'python' }, /Unknown tool 'delete_everything'/],
-      ['run_code', { code: '1', language: 'ruby', timeout_s: 5 }, /^Unsupported language: ruby/],
-      ['run_code', { language: 'python', timeout_s: 5 }, /'code'/],
-      ['run_code', { code: 7, language: 'python' }, /'code'/],
+      ['run_code', { code: '1', language: 'ruby', timeout_s: 5 }, /^\[ERR_CODEBAY_UNSUPPORTED_LANGUAGE\] Unsupported language: ruby/],
+      ['run_code', { language: 'python', timeout_s: 5 }, /run_code needs code, a string/],
+      ['run_code', { code: 7, language: 'python' }, /run_code needs code, a string/],
+      ['run_code', { code: '1', language: 'python', timeout: 5 }, /unknown field `timeout`/],
       ['run_code', { code: '1', language: 'python', timeout_s: -1 }, /timeout/i],
       ['run_code', { code: '1', language: 'python', timeout_s: '5' }, /timeout/i],
-      ['run_code', null, /'code'/],
+      ['run_code', null, /run_code arguments must be an object/],
     ]
     for (const [name, args, message] of cases) {
       const t = await s.callMcpTool(name, args)
@@ -469,7 +470,13 @@ describe('the Node process and what it leaves behind', () => {
       pids.push(...fs.readFileSync('/proc/self/task/' + task + '/children', 'utf8').split(/\\s+/).filter(Boolean).map(Number))
     }
     for (const root of ['/sys/fs/cgroup', ...fs.readdirSync('/sys/fs/cgroup').map((e) => '/sys/fs/cgroup/' + e)]) {
-      try { pids.push(...fs.readFileSync(root + '/codebay/' + id + '/cgroup.procs', 'utf8').split('\\n').filter(Boolean).map(Number)) } catch {}
+      // The session's cgroup and the context cgroups below it.
+      const dir = root + '/codebay/' + id
+      const dirs = [dir]
+      try { for (const e of fs.readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) dirs.push(dir + '/' + e.name) } catch {}
+      for (const d of dirs) {
+        try { pids.push(...fs.readFileSync(d + '/cgroup.procs', 'utf8').split('\\n').filter(Boolean).map(Number)) } catch {}
+      }
     }
     const uids = {}
     for (const p of new Set(pids)) uids[p] = Number(/^Uid:\\s+(\\d+)/m.exec(fs.readFileSync('/proc/' + p + '/status', 'utf8'))[1])
@@ -522,7 +529,7 @@ test('callMcpTool answers unreadable calls with a failed result, never a throw',
   try {
     const noArgs = await s.callMcpTool('run_code')
     assert.equal(noArgs.success, false)
-    assert.equal(noArgs.errorMessage, "run_code needs a string argument 'code'.")
+    assert.equal(noArgs.errorMessage, '[ERR_CODEBAY_INVALID_ARGUMENT] run_code needs code, a string')
     const fnArgs = await s.callMcpTool('run_code', { code: () => 1, language: 'python' })
     assert.equal(fnArgs.success, false)
     assert.match(fnArgs.errorMessage, /^The arguments of 'run_code' must be JSON data: /)

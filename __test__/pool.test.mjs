@@ -43,7 +43,7 @@ test('poolSize 0 and bad pool options', async () => {
   const s = await LocalSession.create({ poolSize: 0, prewarm: [] })
   assert.equal((await s.code.runCode('6 * 7', 'py')).result, '42')
   await s.close()
-  await assert.rejects(LocalSession.create({ poolSize: 17 }), /poolSize must be at most 16/)
+  await assert.rejects(LocalSession.create({ poolSize: 17 }), /poolSize must be a whole number from 0 to 16/)
   await assert.rejects(LocalSession.create({ prewarm: ['ruby'] }), /prewarm: Unsupported language: ruby/)
 })
 

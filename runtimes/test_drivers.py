@@ -5,7 +5,11 @@
 
 Each test starts a driver with the sandbox's fd layout (0 = /dev/null,
 1/2 = pipes, 3 = request pipe, 4 = reply pipe) through subprocess pass_fds,
-sends JSON-line requests and checks the replies and the captured output.
+sends JSON-line requests and checks the messages (display events, then one
+reply) and the captured output. Every line a driver writes is checked to be
+compact JSON with the keys in the order the Rust types declare them, and
+FixtureTest holds both drivers to crates/codebay-protocol/tests/fixtures/driver.jsonl
+byte for byte.
 Environment: CODEBAY_PYTHON (default: the running interpreter),
 CODEBAY_NODE (default: `node` on PATH).
 """
@@ -26,6 +30,41 @@ PY_DRIVER = os.path.join(HERE, 'python', 'driver.py')
 JS_DRIVER = os.path.join(HERE, 'javascript', 'driver.js')
 PYTHON = os.environ.get('CODEBAY_PYTHON') or os.path.realpath(sys.executable)
 NODE = os.environ.get('CODEBAY_NODE') or shutil.which('node') or '/usr/bin/node'
+PY_ARGV = [PYTHON, '-I', '-u', PY_DRIVER]
+JS_ARGV = [NODE, '--expose-internals', JS_DRIVER]
+FIXTURE = os.path.join(os.path.dirname(HERE), 'crates', 'codebay-protocol', 'tests', 'fixtures',
+                       'driver.jsonl')
+
+REPLY_KEYS = ['type', 'id', 'ok', 'executionCount', 'mainResult', 'error']
+DISPLAY_KEYS = ['type', 'id', 'bundle']
+ERROR_KEYS = ['name', 'value', 'traceback']
+
+
+def compact(obj):
+    """The bytes serde_json writes for obj (keys in obj's order)."""
+    return json.dumps(obj, ensure_ascii=False, separators=(',', ':')).encode('utf-8')
+
+
+def check_bundle(bundle, main):
+    keys = list(bundle)
+    assert keys[0] == 'text/plain' and keys[-1] == 'isMainResult', bundle
+    assert bundle['isMainResult'] is main, bundle
+
+
+def check_message(line, msg):
+    """A driver line is one compact message, keys in the order of crates/codebay-protocol/src/driver.rs."""
+    assert line == compact(msg), line
+    if msg.get('type') == 'display':
+        assert list(msg) == DISPLAY_KEYS, line
+        check_bundle(msg['bundle'], False)
+    else:
+        assert list(msg) == REPLY_KEYS and msg['type'] == 'reply', line
+        assert msg['ok'] is (msg['error'] is None), line
+        if msg['error'] is not None:
+            assert list(msg['error']) == ERROR_KEYS, line
+            assert msg['mainResult'] is None, line
+        if msg['mainResult'] is not None:
+            check_bundle(msg['mainResult'], True)
 
 
 class Driver:
@@ -86,13 +125,17 @@ class Driver:
     def send_raw(self, data):
         os.write(self.req_w, data)
 
-    def send(self, code, timeout_ms=10000):
+    def send(self, code, timeout_ms=10000, envs=None):
         rid = self.next_id
         self.next_id += 1
-        self.send_raw(json.dumps({'id': rid, 'code': code, 'timeoutMs': timeout_ms}).encode() + b'\n')
+        req = {'id': rid, 'code': code, 'timeoutMs': timeout_ms}
+        if envs is not None:
+            req['envs'] = envs
+        self.send_raw(json.dumps(req).encode() + b'\n')
         return rid
 
-    def reply(self, timeout=10.0):
+    def line(self, timeout=10.0):
+        """The next raw line on fd 4 (without its newline)."""
         deadline = time.monotonic() + timeout
         while b'\n' not in self.bufs['reply']:
             if self.fds['reply'] is None:
@@ -100,14 +143,33 @@ class Driver:
                                      % (self.proc.poll(), self.bufs['stderr']))
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError('no reply within %.1fs' % timeout)
+                raise AssertionError('no message within %.1fs' % timeout)
             self._pump(left)
         line, self.bufs['reply'] = self.bufs['reply'].split(b'\n', 1)
-        self._drain()
-        return json.loads(line)
+        return line
 
-    def run(self, code, timeout=10.0):
-        rid = self.send(code)
+    def message(self, timeout=10.0):
+        line = self.line(timeout)
+        msg = json.loads(line)
+        check_message(line, msg)
+        return msg
+
+    def reply(self, timeout=10.0):
+        """The next reply; the display messages before it go to self.displays."""
+        deadline = time.monotonic() + timeout
+        self.displays = []
+        while True:
+            msg = self.message(deadline - time.monotonic())
+            if msg['type'] == 'reply':
+                break
+            self.displays.append(msg)
+        for d in self.displays:
+            assert d['id'] == msg['id'], (d, msg)
+        self._drain()
+        return msg
+
+    def run(self, code, timeout=10.0, envs=None):
+        rid = self.send(code, envs=envs)
         rep = self.reply(timeout)
         assert rep['id'] == rid, rep
         return rep
@@ -148,6 +210,7 @@ class Driver:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             rc = self.proc.wait()
+        self._drain()  # what the driver wrote last stays in self.bufs
         for name, fd in self.fds.items():
             if fd is not None:
                 os.close(fd)
@@ -163,11 +226,7 @@ def _dup_high(fd):
 
 
 def main_text(rep):
-    mains = [r for r in rep['results'] if r.get('isMainResult')]
-    if not mains:
-        return None
-    assert len(mains) == 1, rep
-    return mains[0]['text/plain']
+    return None if rep['mainResult'] is None else rep['mainResult']['text/plain']
 
 
 class _DriverTest:
@@ -202,17 +261,97 @@ class _DriverTest:
         self.assertNotIn('driver.', rep['error']['traceback'], rep['error']['traceback'])
         return rep['error']
 
+    def protocol_error(self, raw, rid, value):
+        self.d.send_raw(raw + b'\n')
+        rep = self.d.reply()
+        self.assertEqual(rep, {'type': 'reply', 'id': rid, 'ok': False, 'executionCount': 0, 'mainResult': None,
+                               'error': {'name': 'ProtocolError', 'value': value, 'traceback': ''}})
+
     def test_protocol_error_and_keeps_serving(self):
-        self.d.send_raw(b'this is not json\n')
+        bad_code = 'request must be an object with a string "code"'
+        bad_envs = 'envs must be an object of strings'
+        self.protocol_error(b'this is not json', None, 'invalid request line')
+        self.protocol_error(b'{"id": 77', None, 'invalid request line')
+        self.protocol_error(b'{"id": 77}', 77, bad_code)
+        self.protocol_error(b'{"id": 78, "code": null}', 78, bad_code)
+        self.protocol_error(b'"code"', None, bad_code)
+        self.protocol_error(b'[{"code": "1"}]', None, bad_code)
+        self.protocol_error(b'null', None, bad_code)
+        for envs in (b'null', b'[]', b'"A=1"', b'{"A": 1}', b'{"A": null}', b'{"": "x"}', b'{"A=B": "x"}',
+                     b'{"A": "x\\u0000y"}'):
+            self.protocol_error(b'{"id": 79, "code": "1", "timeoutMs": 1000, "envs": %s}' % envs, 79, bad_envs)
+        rep = self.d.run(self.EXPR_1_PLUS_1)
+        self.assertEqual((main_text(rep), rep['executionCount']), ('2', 1))
+
+    # ------------------------------------------------------------------ envs
+
+    def env_probe(self, envs=None):
+        """[CB_NEW, HOME] as the code sees them, and 'CB_NEW:HOME' as a child process does."""
+        self.assertOk(self.d.run(self.ENV_PROBE, envs=envs))
+        out, err = self.d.output()
+        self.assertEqual(err, b'')
+        return json.loads(out)
+
+    def assertEnvRestored(self):
+        self.assertEqual(self.env_probe(), [None, self.tmp, '<unset>:' + self.tmp])
+
+    def test_envs_for_one_run(self):
+        self.assertEnvRestored()
+        envs = {'CB_NEW': 'new ✓', 'HOME': '/env/home'}
+        self.assertEqual(self.env_probe(envs), ['new ✓', '/env/home', 'new ✓:/env/home'])
+        self.assertEnvRestored()
+        self.assertEqual(self.env_probe({'CB_NEW': ''}), ['', self.tmp, ':' + self.tmp])
+        self.assertEnvRestored()
+
+    def test_envs_restored_after_an_error(self):
+        err = self.assertError(self.d.run(self.RAISE_ENV, envs={'CB_NEW': 'boom', 'HOME': '/env/home'}), 'Error')
+        self.assertEqual(err['value'], 'boom /env/home')
+        self.assertEnvRestored()
+
+    def test_envs_restored_when_the_code_changed_them(self):
+        self.assertOk(self.d.run(self.MUTATE_ENV, envs={'CB_NEW': 'new', 'HOME': '/env/home'}))
+        self.assertEnvRestored()
+
+    def test_envs_restored_after_an_interrupt(self):
+        for code in self.BUSY_LOOPS:
+            self.d.send(code, envs={'CB_NEW': 'new', 'HOME': '/env/home'})
+            self.d.wait_stdout(b'go')
+            self.d.interrupt()
+            self.assertFalse(self.d.reply()['ok'])
+            self.assertEnvRestored()
+
+    def test_envs_across_an_await(self):
+        rep = self.d.run(self.AWAIT_ENV, envs={'CB_NEW': 'later'})
+        self.assertEqual(main_text(rep), "'later'")
+        self.assertEnvRestored()
+
+    # --------------------------------------------------------------- display
+
+    def test_display_streams_before_the_reply(self):
+        rid = self.d.send(self.DISPLAY_THEN_WAIT)
+        msg = self.d.message()
+        self.assertEqual(msg, {'type': 'display', 'id': rid, 'bundle': {'text/plain': 'early', 'isMainResult': False}})
+        # The output printed before display() was flushed before the display message.
+        self.d._drain()
+        self.assertEqual(self.d.bufs['stdout'], b'before\n')
+        time.sleep(0.1)
+        self.d._drain()
+        self.assertNotIn(b'\n', self.d.bufs['reply'])  # the run still waits: no reply yet
+        open(os.path.join(self.tmp, 'go'), 'w').close()
         rep = self.d.reply()
-        self.assertIsNone(rep['id'])
-        self.assertFalse(rep['ok'])
-        self.assertEqual(rep['error']['name'], 'ProtocolError')
-        self.d.send_raw(b'{"id": 77}\n')
-        rep = self.d.reply()
-        self.assertEqual(rep['id'], 77)
-        self.assertEqual(rep['error']['name'], 'ProtocolError')
-        self.assertEqual(main_text(self.d.run(self.EXPR_1_PLUS_1)), '2')
+        self.assertEqual((rep['id'], main_text(rep), self.d.displays), (rid, '7', []))
+        self.assertEqual(self.d.output()[0], b'before\nafter\n')
+
+    def test_display_outside_a_run_is_dropped(self):
+        rep = self.d.run(self.DISPLAY_LATER)
+        self.assertOk(rep)
+        self.assertEqual(self.d.displays, [])
+        time.sleep(0.3)
+        self.d._drain()
+        self.assertEqual(self.d.bufs['reply'], b'')
+        rep = self.d.run(self.EXPR_1_PLUS_1)
+        self.assertEqual((main_text(rep), self.d.displays), ('2', []))
+        self.assertEqual(self.d.output()[0], b'displayed\n')
 
     def test_execution_count_increases(self):
         counts = [self.d.run(self.EXPR_1_PLUS_1)['executionCount'] for _ in range(3)]
@@ -240,22 +379,34 @@ class _DriverTest:
 
 
 class PythonDriverTest(_DriverTest, unittest.TestCase):
-    ARGV = [PYTHON, '-I', '-u', PY_DRIVER]
+    ARGV = PY_ARGV
     EXPR_1_PLUS_1 = '1 + 1'
     PRINT_UNICODE = "print('héllo wörld ✓ 😀')"
     LIST_CHILD_FDS = "import subprocess\nsubprocess.run(['ls', '/proc/self/fd'])"
+    ENV_PROBE = ("import json, os, subprocess\n"
+                 "print(json.dumps([os.environ.get('CB_NEW'), os.environ.get('HOME'), subprocess.run("
+                 "['sh', '-c', 'printf %s \"${CB_NEW-<unset>}:$HOME\"'], capture_output=True, text=True).stdout],"
+                 " ensure_ascii=False))")
+    RAISE_ENV = "import os\nclass Error(Exception): pass\nraise Error(os.environ['CB_NEW'] + ' ' + os.environ['HOME'])"
+    MUTATE_ENV = "import os\nos.environ['HOME'] = 'changed'\ndel os.environ['CB_NEW']"
+    BUSY_LOOPS = ('print("go")\nwhile True:\n    pass', 'import asyncio\nprint("go")\nawait asyncio.sleep(100)')
+    AWAIT_ENV = "import asyncio, os\nawait asyncio.sleep(0.01)\nos.environ['CB_NEW']"
+    DISPLAY_THEN_WAIT = ("import os, time\nprint('before')\ndisplay({'text/plain': 'early'}, raw=True)\n"
+                         "while not os.path.exists('go'):\n    time.sleep(0.01)\nprint('after')\n7")
+    DISPLAY_LATER = ("import threading\n"
+                     "t = threading.Timer(0.1, lambda: (display('late'), print('displayed')))\nt.start()")
 
     def test_print_and_main_result(self):
         rep = self.d.run("print('hi')\nx = 40\nx + 2")
         self.assertOk(rep)
-        self.assertEqual(rep['results'], [{'text/plain': '42', 'isMainResult': True}])
+        self.assertEqual(rep['mainResult'], {'text/plain': '42', 'isMainResult': True})
         self.assertEqual(self.d.output()[0], b'hi\n')
 
     def test_no_main_result(self):
         for code in ('None', 'x = 5', 'def f(): pass', 'import os', "print('a')"):
             rep = self.d.run(code)
             self.assertOk(rep)
-            self.assertEqual(rep['results'], [], code)
+            self.assertIsNone(rep['mainResult'], code)
 
     def test_repr_and_last_value(self):
         rep = self.d.run("'a\\nb'")
@@ -356,13 +507,33 @@ class PythonDriverTest(_DriverTest, unittest.TestCase):
                 'R()')
         rep = self.d.run(code)
         self.assertOk(rep)
-        self.assertEqual(len(rep['results']), 3)
-        d0, d1, main = rep['results']
-        self.assertEqual(main, {'text/plain': 'R()', 'text/html': '<b>r</b>', 'image/png': 'iVBORw==',
-                                'application/json': {'a': 1}, 'isMainResult': True})
+        self.assertEqual(rep['mainResult'], {'text/plain': 'R()', 'text/html': '<b>r</b>', 'image/png': 'iVBORw==',
+                                             'application/json': {'a': 1}, 'isMainResult': True})
+        d0, d1 = [d['bundle'] for d in self.d.displays]
         self.assertEqual(d0['isMainResult'], False)
         self.assertEqual(d0['text/html'], '<b>r</b>')
         self.assertEqual(d1, {'text/plain': '7', 'isMainResult': False})
+        # Key order: text/plain first (whatever _repr_mimebundle_ returned), isMainResult last.
+        rep = self.d.run("class M:\n    def _repr_mimebundle_(self, include=None, exclude=None):\n"
+                         "        return {'text/html': '<p>', 'isMainResult': 5, 'text/plain': 'M!'}\n"
+                         "display(M())\nM()")
+        self.assertEqual(list(rep['mainResult'].items()),
+                         [('text/plain', 'M!'), ('text/html', '<p>'), ('isMainResult', True)])
+        self.assertEqual(list(self.d.displays[0]['bundle'].items()),
+                         [('text/plain', 'M!'), ('text/html', '<p>'), ('isMainResult', False)])
+
+    def test_unserialisable_results_keep_text_plain(self):
+        rep = self.d.run("class J:\n    def __init__(self, v): self.v = v\n"
+                         "    def _repr_json_(self): return self.v\n    def __repr__(self): return 'J'\n"
+                         "c = []\nc.append(c)\ndisplay(J(c))\nJ(float('nan'))")
+        self.assertEqual(rep['mainResult'], {'text/plain': 'J', 'isMainResult': True})
+        self.assertEqual([d['bundle'] for d in self.d.displays], [{'text/plain': 'J', 'isMainResult': False}])
+
+    def test_display_from_a_forked_child_is_dropped(self):
+        rep = self.d.run('import os\npid = os.fork()\nif pid == 0:\n    display("child")\n    os._exit(0)\n'
+                         'os.waitpid(pid, 0)\ndisplay("parent")')
+        self.assertOk(rep)
+        self.assertEqual([d['bundle']['text/plain'] for d in self.d.displays], ["'parent'"])
 
     def test_forked_child_does_not_answer(self):
         rep = self.d.run('import os\npid = os.fork()\nif pid == 0:\n    print("child")\nelse:\n    os.waitpid(pid, 0)\npid > 0')
@@ -381,15 +552,26 @@ class PythonDriverTest(_DriverTest, unittest.TestCase):
 
 
 class JavaScriptDriverTest(_DriverTest, unittest.TestCase):
-    ARGV = [NODE, '--expose-internals', JS_DRIVER]
+    ARGV = JS_ARGV
     EXPR_1_PLUS_1 = '1 + 1'
     PRINT_UNICODE = "console.log('héllo wörld ✓ 😀')"
     LIST_CHILD_FDS = "require('child_process').execSync('ls /proc/self/fd', {stdio: 'inherit'}); undefined"
+    ENV_PROBE = ("console.log(JSON.stringify([process.env.CB_NEW ?? null, process.env.HOME ?? null, "
+                 "require('child_process').execSync('printf %s \"${CB_NEW-<unset>}:$HOME\"').toString()]))")
+    RAISE_ENV = "throw new Error(process.env.CB_NEW + ' ' + process.env.HOME)"
+    MUTATE_ENV = "process.env.HOME = 'changed'; delete process.env.CB_NEW"
+    BUSY_LOOPS = ('console.log("go"); while (true) {}', 'console.log("go"); await new Promise(() => {})')
+    AWAIT_ENV = "await new Promise(r => setTimeout(r, 10)); process.env.CB_NEW"
+    DISPLAY_THEN_WAIT = ("console.log('before'); display('early');\n"
+                         "await new Promise(r => { const t = setInterval(() => { "
+                         "if (require('fs').existsSync('go')) { clearInterval(t); r() } }, 5) });\n"
+                         "console.log('after'); 7")
+    DISPLAY_LATER = "setTimeout(() => { display('late'); console.log('displayed') }, 100); undefined"
 
     def test_print_and_main_result(self):
         rep = self.d.run("console.log('hi')\nconst x = 40\nx + 2")
         self.assertOk(rep)
-        self.assertEqual(rep['results'], [{'text/plain': '42', 'isMainResult': True}])
+        self.assertEqual(rep['mainResult'], {'text/plain': '42', 'isMainResult': True})
         self.assertEqual(self.d.output()[0], b'hi\n')
 
     def test_no_main_result(self):
@@ -397,7 +579,7 @@ class JavaScriptDriverTest(_DriverTest, unittest.TestCase):
                      "console.log('a')"):
             rep = self.d.run(code)
             self.assertOk(rep)
-            self.assertEqual(rep['results'], [], code)
+            self.assertIsNone(rep['mainResult'], code)
 
     def test_inspect_values(self):
         self.assertEqual(main_text(self.d.run("'s'")), "'s'")
@@ -455,7 +637,7 @@ class JavaScriptDriverTest(_DriverTest, unittest.TestCase):
         self.assertEqual(main_text(self.d.run('const r = await f(21)\nr // comment')), '42')
         self.assertEqual(main_text(self.d.run('r')), '42')
         self.assertEqual(main_text(self.d.run('await f(r)')), '84')
-        self.assertEqual(self.d.run('const z = await f(1)')['results'], [])
+        self.assertIsNone(self.d.run('const z = await f(1)')['mainResult'])
         self.assertEqual(main_text(self.d.run('z')), '2')
         err = self.assertError(self.d.run('await Promise.reject(new RangeError("bad"))'), 'RangeError')
         self.assertEqual(err['value'], 'bad')
@@ -526,10 +708,64 @@ class JavaScriptDriverTest(_DriverTest, unittest.TestCase):
     def test_display(self):
         rep = self.d.run('display(5); display({"text/html": "<i>x</i>"}, {raw: true}); 1')
         self.assertOk(rep)
-        self.assertEqual(rep['results'], [
+        self.assertEqual([d['bundle'] for d in self.d.displays], [
             {'text/plain': '5', 'isMainResult': False},
-            {'text/html': '<i>x</i>', 'text/plain': '', 'isMainResult': False},
-            {'text/plain': '1', 'isMainResult': True}])
+            {'text/plain': '', 'text/html': '<i>x</i>', 'isMainResult': False}])
+        self.assertEqual(rep['mainResult'], {'text/plain': '1', 'isMainResult': True})
+        # Key order: text/plain first, isMainResult last, integer-like keys included;
+        # a value JSON cannot hold leaves text/plain only.
+        rep = self.d.run("display({'1': 'one', isMainResult: 7, 'text/plain': 'p', f: () => 1}, {raw: true});\n"
+                         "const c = {}; c.c = c; display({'text/plain': 'q', 'application/json': c}, {raw: true});\n"
+                         "display({'text/plain': 'r', 'application/json': 1n}, {raw: true}); 2n")
+        self.assertEqual([list(d['bundle'].items()) for d in self.d.displays], [
+            [('text/plain', 'p'), ('1', 'one'), ('isMainResult', False)],
+            [('text/plain', 'q'), ('isMainResult', False)],
+            [('text/plain', 'r'), ('isMainResult', False)]])
+        self.assertEqual(rep['mainResult'], {'text/plain': '2n', 'isMainResult': True})
+
+    def test_display_during_a_later_run_keeps_its_own_id(self):
+        # A timer of an earlier run that fires during this run is shown in this run.
+        self.assertOk(self.d.run("setTimeout(() => display('timer'), 50); undefined"))
+        rep = self.d.run('await new Promise(r => setTimeout(r, 300)); 3')
+        self.assertEqual([d['bundle']['text/plain'] for d in self.d.displays], ['timer'])
+        self.assertEqual(main_text(rep), '3')
+
+
+class FixtureTest(unittest.TestCase):
+    """Both drivers write crates/codebay-protocol/tests/fixtures/driver.jsonl byte for byte."""
+
+    ARGV = {'python': PY_ARGV, 'javascript': JS_ARGV}
+
+    def test_fixture_cases(self):
+        with open(FIXTURE, encoding='utf-8') as f:
+            cases = [json.loads(line) for line in f if line.strip()]
+        self.assertTrue(cases)
+        covered = set()
+        for case in cases:
+            for language in case['languages']:
+                covered.add(language)
+                with self.subTest(case=case['name'], language=language):
+                    self.run_case(case, self.ARGV[language])
+        self.assertEqual(covered, {'python', 'javascript'})
+
+    def run_case(self, case, argv):
+        d = Driver(argv)
+        try:
+            for exchange in case['exchanges']:
+                request = exchange['request']
+                raw = request if isinstance(request, str) else compact(request).decode('utf-8')
+                d.send_raw(raw.encode('utf-8') + b'\n')
+                got = []
+                while True:
+                    line = d.line()
+                    got.append(line)
+                    if json.loads(line).get('type') == 'reply':
+                        break
+                self.assertEqual(got, [compact(m) for m in exchange['messages']], raw)
+        finally:
+            rc = d.close()
+        self.assertEqual(rc, 0)
+        self.assertEqual(d.bufs['reply'], b'', 'nothing after the last reply')
 
 
 if __name__ == '__main__':

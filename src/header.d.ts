@@ -10,3 +10,70 @@ export interface SessionLike {
   getAPIKey(): string
   getSessionId(): string
 }
+
+/** The `code` of every error codebay throws or rejects with. */
+export type CodebayErrorCode =
+  | 'ERR_CODEBAY_INVALID_OPTION'
+  | 'ERR_CODEBAY_INVALID_ARGUMENT'
+  | 'ERR_CODEBAY_UNSUPPORTED_LANGUAGE'
+  | 'ERR_CODEBAY_KERNEL_UNSUPPORTED'
+  | 'ERR_CODEBAY_SANDBOX_FAILED'
+  | 'ERR_CODEBAY_INTERPRETER_NOT_FOUND'
+  | 'ERR_CODEBAY_SESSION_CLOSED'
+  | 'ERR_CODEBAY_UNKNOWN_CONTEXT'
+  | 'ERR_CODEBAY_CONTEXT_LIMIT'
+  | 'ERR_CODEBAY_TOOL_FAILED'
+
+/** An `Error`, `TypeError` or `RangeError` thrown by codebay. */
+export interface CodebayError extends Error {
+  code: CodebayErrorCode
+}
+
+/** `runCode`'s fourth argument. Every field is optional. */
+export interface RunCodeOptions {
+  /** Each chunk of stdout, while the code runs, in the order written. */
+  onStdout?: (message: OutputMessage) => void
+  /** Each chunk of stderr, while the code runs. */
+  onStderr?: (message: OutputMessage) => void
+  /** Each `display()` result as it is displayed, then the main result. */
+  onResult?: (result: CodeExecutionResultItem) => void
+  /** The run's error, once, at its end. */
+  onError?: (error: CodeExecutionError) => void
+  /** Aborting stops the run as a timeout does; it resolves with `error.name === 'AbortError'`. */
+  signal?: AbortSignal
+  /** Environment variables for this run only (child processes see them too). */
+  envs?: Record<string, string>
+  /** Run in this context instead of the language's default one. */
+  context?: CodeContext | string
+}
+
+/** Options of `LocalSession.create()`. Every field is optional. */
+export interface LocalSessionOptions {
+  /** Memory of the whole session (all its processes and its tmpfs files). Default 512 MiB; at least 32 MiB. */
+  memoryBytes?: number
+  /** Processes and threads of the session at once. Default 64; at least 4. */
+  maxProcesses?: number
+  /** CPU quota in cores (e.g. 0.5). Default: all cores. */
+  cpuCores?: number
+  /**
+   * Share the host's network (all its interfaces and loopback services). Default false:
+   * an empty network namespace and no TCP connect or bind.
+   */
+  network?: boolean
+  /** Variables added to the code's environment (which otherwise holds only PATH, HOME and LANG). */
+  env?: Record<string, string>
+  /** Size of the writable workspace `/home/user`. Default 512 MiB (the memory limit). */
+  workspaceBytes?: number
+  /** Size of `/tmp`. Default 256 MiB. */
+  tmpBytes?: number
+  /** Output kept per stream per run; the rest is counted and dropped. Default 10 MiB. */
+  outputLimitBytes?: number
+  /** The python3 to use (resolved past shims such as pyenv's). Default: `python3` on PATH. */
+  python?: string
+  /** Code contexts made with `createCodeContext` at once. Default 16. */
+  maxContexts?: number
+  /** Sandboxes kept built for `create()` calls with the same options. Default 2; 0 disables; at most 16. */
+  poolSize?: number
+  /** Interpreters started in every new sandbox before its first run. Default `['python']`. */
+  prewarm?: Array<'python' | 'javascript'>
+}

@@ -2,13 +2,15 @@
 //! calls the core, and converts back. Logic lives in `crates/codebay-core`.
 
 mod code;
+mod errors;
+mod js_session;
 mod local_session;
 mod package_files;
-mod session_like;
+mod sink;
 mod types;
 
 pub use code::Code;
-pub use local_session::{LocalSession, LocalSessionOptions};
+pub use local_session::LocalSession;
 pub use types::*;
 
 /// One tokio worker instead of one per core. The addon's tasks only move bytes between

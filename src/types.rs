@@ -74,6 +74,56 @@ impl From<codebay_core::McpToolResult> for McpToolResult {
     }
 }
 
+/// A code context: its own interpreter in the session's sandbox (E2B's shape).
+#[napi(object)]
+#[derive(Clone)]
+pub struct CodeContext {
+    pub id: String,
+    pub language: String,
+    /// The working directory of its interpreter.
+    pub cwd: String,
+}
+
+impl From<codebay_core::CodeContext> for CodeContext {
+    fn from(c: codebay_core::CodeContext) -> Self {
+        CodeContext {
+            id: c.id,
+            language: c.language,
+            cwd: c.cwd,
+        }
+    }
+}
+
+/// One chunk of a run's stdout or stderr, as it was written (E2B's `OutputMessage`).
+#[napi]
+pub struct OutputMessage {
+    /// The chunk's text.
+    pub line: String,
+    /// When it was read, in nanoseconds since the Unix epoch.
+    pub timestamp: f64,
+    /// True for stderr.
+    pub error: bool,
+}
+
+#[napi]
+impl OutputMessage {
+    #[napi(constructor)]
+    pub fn new(line: String, timestamp: f64, error: bool) -> Self {
+        OutputMessage {
+            line,
+            timestamp,
+            error,
+        }
+    }
+
+    /// The chunk's text.
+    #[napi]
+    #[allow(clippy::inherent_to_string)]
+    pub fn to_string(&self) -> String {
+        self.line.clone()
+    }
+}
+
 impl From<codebay_core::CodeExecutionResult> for CodeExecutionResult {
     fn from(r: codebay_core::CodeExecutionResult) -> Self {
         CodeExecutionResult {

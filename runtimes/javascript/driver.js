@@ -5,8 +5,19 @@
 // fd 0 = /dev/null, fd 1 = stdout pipe, fd 2 = stderr pipe,
 // fd 3 = requests (JSON lines in), fd 4 = replies (JSON lines out).
 //
-// Protocol (docs/internals.md section 4): one request line {"id","code","timeoutMs"}
-// -> exactly one reply line {"id","ok","executionCount","results","error"}.
+// Protocol (docs/internals.md section 4; the Rust types in
+// crates/codebay-protocol/src/driver.rs): one request line
+// {"id","code","timeoutMs"[,"envs":{NAME:value}]} (envs: set in process.env for
+// this run only, restored afterwards) -> any number of
+// {"type":"display","id","bundle"} lines, one per display() call, written as it
+// happens, then exactly one
+// {"type":"reply","id","ok","executionCount","mainResult","error"} line, written
+// after the run's stdout/stderr were flushed. mainResult is the bundle of the last
+// expression's value (or null), error is {"name","value","traceback"} (or null).
+// Every line is compact JSON with the keys in the order the Rust types declare
+// them (in a bundle "text/plain" first, "isMainResult" last), so it is
+// byte-identical to what serde writes (tests/fixtures/driver.jsonl holds that).
+// A request that cannot be served gets a reply with "ok":false and a ProtocolError.
 //
 // User code runs with vm.Script#runInThisContext in the driver's realm, so
 // top-level let/const/class/function declarations persist across cells (they
@@ -55,6 +66,10 @@ const BufferSubarray = Buffer.prototype.subarray;
 const BufferToString = Buffer.prototype.toString;
 const BufferFrom = Buffer.from;
 const ObjectKeys = Object.keys;
+const ArrayIsArray = Array.isArray;
+const ObjectGetPrototypeOf = Object.getPrototypeOf;
+const ObjectPrototype = Object.prototype;
+const procEnv = proc.env;
 const StringCtor = String;
 const ErrorCtor = Error;
 const DRIVER_FILE = __filename;
@@ -137,19 +152,43 @@ const REQ_FD = reopen(3, fs.constants.O_RDONLY);
 const REP_FD = reopen(4, fs.constants.O_WRONLY);
 if (REQ_FD === 3 || REP_FD === 4) hideFdsFromChildren(4);
 
-function sendReply(obj) {
-  let text;
+// A MIME bundle as JSON: "text/plain" first, "isMainResult" last, whatever order
+// the object has (JavaScript puts integer-like keys first). A value JSON cannot
+// hold (circular, BigInt ...) cuts the bundle down to its text/plain.
+function bundleJSON(bundle) {
   try {
-    text = JSONstringify(obj);
-  } catch {
-    // e.g. a result with a circular structure or BigInt: keep text/plain only.
-    const results = [];
-    for (const b of obj.results || []) {
-      ReflectApply(ArrayPush, results, [{ 'text/plain': StringCtor(b['text/plain']), isMainResult: !!b.isMainResult }]);
+    let text = `{"text/plain":${jsonValue(bundle['text/plain'])}`;
+    const keys = ObjectKeys(bundle);
+    for (let i = 0; i < keys.length; i++) {
+      const k = keys[i];
+      if (k === 'text/plain' || k === 'isMainResult') continue;
+      const v = JSONstringify(bundle[k]);
+      if (v !== undefined) text += `,${JSONstringify(k)}:${v}`;
     }
-    obj.results = results;
-    text = JSONstringify(obj);
+    return `${text},"isMainResult":${bundle.isMainResult === true}}`;
+  } catch {
+    let plain = '';
+    try { plain = StringCtor(bundle['text/plain']); } catch { /* keep '' */ }
+    return `{"text/plain":${JSONstringify(plain)},"isMainResult":${bundle.isMainResult === true}}`;
   }
+}
+
+function jsonValue(v) {
+  const text = JSONstringify(v);
+  return text === undefined ? 'null' : text;
+}
+
+function replyLine(id, ok, count, main, error) {
+  return `{"type":"reply","id":${jsonValue(id === undefined ? null : id)},"ok":${ok},` +
+    `"executionCount":${count},"mainResult":${main === null ? 'null' : bundleJSON(main)},` +
+    `"error":${error === null ? 'null' : JSONstringify({ name: StringCtor(error.name), value: StringCtor(error.value), traceback: StringCtor(error.traceback) })}}`;
+}
+
+function displayLine(id, bundle) {
+  return `{"type":"display","id":${jsonValue(id === undefined ? null : id)},"bundle":${bundleJSON(bundle)}}`;
+}
+
+function sendLine(text) {
   const buf = BufferFrom(text + '\n', 'utf8');
   let off = 0;
   while (off < buf.length) {
@@ -182,11 +221,13 @@ userModule.paths = Module._nodeModulePaths(cwd);
 userModule.loaded = true;
 const userRequire = Module.createRequire(cwd + path.sep);
 
-let current = null; // the run in progress: { results, interrupt }
+let current = null; // the run in progress: { id, interrupt, finished, ... }
 
-// display(value): adds a non-main result {"text/plain": util.inspect(value)}
-// (a string is shown as-is); display(bundle, {raw: true}) adds the given MIME
-// bundle, e.g. display({'text/html': '<b>x</b>'}, {raw: true}).
+// display(value): sends a non-main result {"text/plain": util.inspect(value)}
+// (a string is shown as-is) at once, as a display message of the current run;
+// display(bundle, {raw: true}) sends the given MIME bundle, e.g.
+// display({'text/html': '<b>x</b>'}, {raw: true}). Outside a run (a timer
+// firing after the run finished) it is dropped.
 function display(value, options) {
   let bundle;
   if (options && options.raw && value !== null && typeof value === 'object') {
@@ -197,7 +238,10 @@ function display(value, options) {
     bundle = { 'text/plain': typeof value === 'string' ? value : inspect(value) };
   }
   bundle.isMainResult = false;
-  if (current !== null) ReflectApply(ArrayPush, current.results, [bundle]);
+  const run = current;
+  // Writes to stdout and stderr are synchronous (blocking pipes): what the cell
+  // printed before is in the pipes already.
+  if (run !== null && !run.finished) sendLine(displayLine(run.id, bundle));
 }
 
 for (const [name, value] of [
@@ -378,28 +422,68 @@ function whenFlushed(cb) {
 function send(run, reply) {
   if (current !== run) return; // already answered
   current = null;
-  sendReply(reply);
+  sendLine(reply);
   proc.nextTick(pump);
+}
+
+// ---------------------------------------------------------------- per-run envs
+
+// Sets the run's environment, recording in saved what to restore.
+function setEnvs(envs, saved) {
+  const keys = ObjectKeys(envs);
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i];
+    ReflectApply(ArrayPush, saved, [[k, procEnv[k]]]);
+    procEnv[k] = envs[k];
+  }
+}
+
+// Puts back what setEnvs changed (a variable that did not exist is deleted).
+function restoreEnvs(saved) {
+  for (let i = saved.length - 1; i >= 0; i--) {
+    const k = saved[i][0];
+    const old = saved[i][1];
+    try {
+      if (old === undefined) delete procEnv[k];
+      else procEnv[k] = old;
+    } catch {
+      // nothing sensible left to do
+    }
+  }
+  saved.length = 0;
+}
+
+// envs is a plain object of strings that can all be environment variables.
+function validEnvs(envs) {
+  if (envs === null || typeof envs !== 'object' || ArrayIsArray(envs)) return false;
+  const proto = ObjectGetPrototypeOf(envs);
+  if (proto !== ObjectPrototype && proto !== null) return false;
+  const keys = ObjectKeys(envs);
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i];
+    const v = envs[k];
+    if (typeof v !== 'string' || k === '' || ReflectApply(StringIncludes, k, ['=']) ||
+        ReflectApply(StringIncludes, k, ['\0']) || ReflectApply(StringIncludes, v, ['\0'])) return false;
+  }
+  return true;
 }
 
 function finish(run, value, err, hasError) {
   if (current !== run || run.finished) return; // already answered (interrupted)
   run.finished = true;
+  restoreEnvs(run.savedEnvs);
   let error = null;
+  let main = null;
   if (hasError) {
     error = isInterrupt(err) ? interruptedError() : formatError(err);
   } else {
     try {
-      const bundle = mainResult(value);
-      if (bundle !== null) ReflectApply(ArrayPush, run.results, [bundle]);
+      main = mainResult(value);
     } catch (e) {
       error = formatError(e);
     }
   }
-  const reply = {
-    id: run.id, ok: error === null, executionCount: run.count,
-    results: run.results, error,
-  };
+  const reply = replyLine(run.id, error === null, run.count, error === null ? main : null, error);
   // The reply comes after the run's output (docs/internals.md section 4): output
   // still queued would otherwise be captured as the next run's. An interrupted run
   // answers at once, and an interrupt while the output drains cuts the wait short:
@@ -415,7 +499,9 @@ function finish(run, value, err, hasError) {
 
 function execute(req) {
   executionCount += 1;
-  const run = { id: req.id, count: executionCount, results: [], interrupt: null, finished: false, watched: false };
+  const run = {
+    id: req.id, count: executionCount, interrupt: null, finished: false, watched: false, savedEnvs: [],
+  };
   current = run;
   // A SIGINT meant for the previous run (its deadline passed as it answered)
   // must not stop this one.
@@ -423,6 +509,7 @@ function execute(req) {
   const filename = `<cell-${run.count}>`;
   let outcome;
   try {
+    if (req.envs !== undefined) setEnvs(req.envs, run.savedEnvs);
     outcome = runCell(req.code, filename);
   } catch (err) {
     finish(run, undefined, err, true);
@@ -501,10 +588,7 @@ const queue = [];
 let pending = Buffer.alloc(0);
 
 function protocolError(id, message) {
-  sendReply({
-    id, ok: false, executionCount, results: [],
-    error: { name: 'ProtocolError', value: message, traceback: '' },
-  });
+  sendLine(replyLine(id, false, executionCount, null, { name: 'ProtocolError', value: message, traceback: '' }));
 }
 
 function pump() {
@@ -513,13 +597,17 @@ function pump() {
     let req;
     try {
       req = JSONparse(line);
-    } catch (e) {
-      protocolError(null, `invalid request line: ${e.message}`);
+    } catch {
+      protocolError(null, 'invalid request line');
       continue;
     }
-    if (req === null || typeof req !== 'object' || typeof req.code !== 'string') {
-      protocolError(req !== null && typeof req === 'object' && req.id !== undefined ? req.id : null,
+    if (req === null || typeof req !== 'object' || ArrayIsArray(req) || typeof req.code !== 'string') {
+      protocolError(req !== null && typeof req === 'object' && !ArrayIsArray(req) && req.id !== undefined ? req.id : null,
                     'request must be an object with a string "code"');
+      continue;
+    }
+    if (req.envs !== undefined && !validEnvs(req.envs)) {
+      protocolError(req.id, 'envs must be an object of strings');
       continue;
     }
     execute(req);

@@ -4,9 +4,20 @@ Runs inside the sandbox as ``python3 -I -u driver.py`` with
 fd 0 = /dev/null, fd 1 = stdout pipe, fd 2 = stderr pipe,
 fd 3 = requests (JSON lines in), fd 4 = replies (JSON lines out).
 
-Protocol (docs/internals.md section 4): one request line
-``{"id", "code", "timeoutMs"}`` -> exactly one reply line
-``{"id", "ok", "executionCount", "results", "error"}``.
+Protocol (docs/internals.md section 4; the Rust types in
+crates/codebay-protocol/src/driver.rs): one request line
+``{"id", "code", "timeoutMs"[, "envs": {NAME: value}]}`` (``envs``: set in
+os.environ for this run only, restored afterwards) -> any number of
+``{"type":"display","id","bundle"}`` lines, one per display() call, written
+as it happens, then exactly one
+``{"type":"reply","id","ok","executionCount","mainResult","error"}`` line,
+written after the run's stdout/stderr were flushed. ``mainResult`` is the
+bundle of the last expression's value (or null), ``error`` is
+``{"name","value","traceback"}`` (or null). Every line is compact JSON with
+the keys in the order the Rust types declare them (in a bundle
+``text/plain`` first, ``isMainResult`` last), so it is byte-identical to what
+serde writes (tests/fixtures/driver.jsonl holds that). A request that cannot
+be served gets a reply with ``"ok":false`` and a ``ProtocolError``.
 
 The user's code runs in one persistent namespace (like a Jupyter kernel).
 Everything the driver needs is bound to private names at import time, so user
@@ -25,6 +36,7 @@ import signal as _signal
 import sys as _sys
 import traceback as _traceback
 import types as _types
+import _thread
 
 _REQ_FD_IN = 3
 _REP_FD_IN = 4
@@ -35,6 +47,10 @@ _os_write = _os.write
 _os_close = _os.close
 _json_dumps = _json.dumps
 _json_loads = _json.loads
+_environ = _os.environ
+_fsencode = _os.fsencode
+_getpid = _os.getpid
+_write_lock = _thread.allocate_lock()
 _TracebackException = _traceback.TracebackException
 _isinstance = _builtins.isinstance
 _getattr = _builtins.getattr
@@ -51,7 +67,7 @@ _TracebackType = _types.TracebackType
 _CO_COROUTINE = 0x0080  # inspect.CO_COROUTINE
 _CELL_FLAGS = _ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
 _DRIVER_FILE = _os.path.abspath(__file__)
-_PID = _os.getpid()
+_PID = _getpid()
 
 # Private bindings of the builtins the driver uses (module globals shadow the
 # builtins module, which user code may modify).
@@ -83,7 +99,8 @@ _rep_fd = _move_fd(_REP_FD_IN)
 class _State:
     running = False      # True while user code runs: SIGINT raises KeyboardInterrupt
     count = 0            # execution count
-    display = None       # list collecting display() bundles of the current run
+    in_run = False       # True from the start of a run until just before its reply
+    run_id = None        # the id of the run in progress (display messages carry it)
     loop = None          # persistent asyncio event loop for top-level await
 
 
@@ -104,6 +121,7 @@ _sigmask = _signal.pthread_sigmask
 _sigtimedwait = _signal.sigtimedwait
 _SIG_BLOCK = _signal.SIG_BLOCK
 _SIG_UNBLOCK = _signal.SIG_UNBLOCK
+_SIGINT = _signal.SIGINT
 _sigmask(_SIG_BLOCK, _SIGINT_SET)
 
 
@@ -153,27 +171,52 @@ def _write_all(fd, data):
         view = view[n:]
 
 
-def _send(obj):
+def _dumps(obj):
+    # Compact, keys in insertion order: the bytes serde_json writes. allow_nan=False:
+    # NaN/Infinity (e.g. in a _repr_json_ result) are not JSON, the engine could not
+    # read the line; they take the fallback below like a circular structure does.
+    return _json_dumps(obj, ensure_ascii=False, separators=(',', ':'), default=_str, allow_nan=False)
+
+
+def _plain_bundle(bundle):
+    return {'text/plain': _safe_str(bundle.get('text/plain', '')),
+            'isMainResult': bundle.get('isMainResult', False) is True}
+
+
+def _encode(obj, key):
+    """The message as one line; a bundle under obj[key] that JSON cannot hold
+    (circular, NaN ...) is cut down to its text/plain."""
     try:
-        text = _json_dumps(obj, ensure_ascii=False, default=_str)
-    except Exception as e:  # e.g. circular structure in a _repr_json_ result
+        text = _dumps(obj)
+    except Exception:
         obj = dict(obj)
-        obj['results'] = [{'text/plain': b.get('text/plain', ''), 'isMainResult': b.get('isMainResult', False)}
-                          for b in obj.get('results') or []]
+        if obj.get(key) is not None:
+            obj[key] = _plain_bundle(obj[key])
         try:
-            text = _json_dumps(obj, ensure_ascii=False, default=_str)
+            text = _dumps(obj)
         except Exception:
-            obj['results'] = []
-            text = _json_dumps(obj, ensure_ascii=False, default=_str)
-    _write_all(_rep_fd, text.encode('utf-8', 'replace') + b'\n')
+            obj[key] = None if key == 'mainResult' else {'text/plain': '', 'isMainResult': False}
+            text = _dumps(obj)
+    return text.encode('utf-8', 'replace') + b'\n'
 
 
-def _flush_std():
+def _send(obj):
+    data = _encode(obj, 'mainResult')
+    with _write_lock:
+        _write_all(_rep_fd, data)
+
+
+def _flush_std(interruptible=False):
+    """Flush the user's streams. interruptible: during a run, a KeyboardInterrupt
+    (SIGINT) is the run's and passes through."""
     for name in ('stdout', 'stderr'):
         for stream in (_getattr(_sys, name, None), _getattr(_sys, '__' + name + '__', None)):
             try:
                 if stream is not None:
                     stream.flush()
+            except KeyboardInterrupt:
+                if interruptible:
+                    raise
             except BaseException:
                 pass
 
@@ -239,27 +282,53 @@ def _mime_bundle(obj, main):
             if data is None:
                 continue
             bundle[mime] = _encode_mime(mime, data)
-    if 'text/plain' not in bundle:
-        bundle['text/plain'] = _repr(obj)  # may raise: reported as the cell's error
+    if 'text/plain' in bundle:
+        plain = bundle.pop('text/plain')
+    else:
+        plain = _repr(obj)  # may raise: reported as the cell's error
+    return _ordered_bundle(plain, bundle, main)
+
+
+def _ordered_bundle(plain, rest, main):
+    """text/plain first, isMainResult last (the order the fixtures hold)."""
+    bundle = {'text/plain': plain}
+    for k, v in rest.items():
+        if k != 'text/plain' and k != 'isMainResult':
+            bundle[k] = v
     bundle['isMainResult'] = main
     return bundle
 
 
 def display(*objs, raw=False):
-    """Add a (non-main) result bundle for each object, like IPython's display().
+    """Show a (non-main) result bundle for each object, like IPython's display():
+    each is sent to the engine at once, as a display message of the current run
+    (outside a run, e.g. from a thread after the run ended, it is dropped).
 
     With raw=True each object must be a MIME bundle dict, e.g.
     display({'text/html': '<b>hi</b>'}, raw=True).
     """
     for obj in objs:
         if raw and _isinstance(obj, dict):
-            bundle = {k: _encode_mime(k, v) for k, v in obj.items() if _isinstance(k, str)}
-            bundle.setdefault('text/plain', '')
-            bundle['isMainResult'] = False
+            rest = {k: _encode_mime(k, v) for k, v in obj.items() if _isinstance(k, str)}
+            plain = rest.pop('text/plain', '')
+            bundle = _ordered_bundle(plain, rest, False)
         else:
             bundle = _mime_bundle(obj, False)
-        if _State.display is not None:
-            _State.display.append(bundle)
+        if not _State.in_run or _getpid() != _PID:
+            continue  # no run to attach it to; a forked child must not write on fd 4
+        # The output printed before the display goes first. Both the flush (user
+        # streams) and the encoding (default=str) may run user code: SIGINT stays
+        # deliverable; only the write itself is shielded, so a line is never cut.
+        _flush_std(interruptible=True)
+        data = _encode({'type': 'display', 'id': _State.run_id, 'bundle': bundle}, 'bundle')
+        blocked = _sigmask(_SIG_BLOCK, _SIGINT_SET)
+        try:
+            with _write_lock:
+                if _State.in_run:
+                    _write_all(_rep_fd, data)
+        finally:
+            if _SIGINT not in blocked:
+                _sigmask(_SIG_UNBLOCK, _SIGINT_SET)
 
 
 # ---------------------------------------------------------------------- errors
@@ -378,6 +447,45 @@ def _execute(source, filename):
     return None
 
 
+def _reply(rid, count, main, error):
+    return {'type': 'reply', 'id': rid, 'ok': error is None, 'executionCount': count,
+            'mainResult': main, 'error': error}
+
+
+def _valid_envs(envs):
+    """envs is an object of strings that can all be environment variables."""
+    if not _isinstance(envs, dict):
+        return False
+    for k, v in envs.items():
+        if not (_isinstance(k, str) and _isinstance(v, str)) or not k or '=' in k or '\0' in k or '\0' in v:
+            return False
+        try:
+            _fsencode(k), _fsencode(v)  # what os.environ does (a lone surrogate cannot be set)
+        except Exception:
+            return False
+    return True
+
+
+def _set_envs(envs, saved):
+    """Set the run's environment, recording in saved what to restore (name -> old value or None)."""
+    for k, v in envs.items():
+        if k not in saved:
+            saved[k] = _environ.get(k)
+        _environ[k] = v
+
+
+def _restore_envs(saved):
+    for k, old in saved.items():
+        try:
+            if old is None:
+                if k in _environ:
+                    del _environ[k]
+            else:
+                _environ[k] = old
+        except Exception:
+            pass
+
+
 def _handle(req):
     _State.count += 1
     count = _State.count
@@ -385,18 +493,21 @@ def _handle(req):
     code = req.get('code')
     filename = '<cell-%d>' % count
     _linecache_cache[filename] = (_len(code), None, code.splitlines(True), filename)
-    results = []
+    main = None
     error = None
-    _State.display = results
+    saved = {}
+    _State.run_id = rid
+    _State.in_run = True
     try:
         try:
+            _set_envs(req.get('envs') or {}, saved)
             _discard_pending_sigint()
             _State.running = True
             _sigmask(_SIG_UNBLOCK, _SIGINT_SET)
             value = _execute(code, filename)
             if value is not None:
                 namespace['_'] = value
-                results.append(_mime_bundle(value, True))
+                main = _mime_bundle(value, True)
         finally:
             _sigmask(_SIG_BLOCK, _SIGINT_SET)
             _State.running = False
@@ -405,15 +516,17 @@ def _handle(req):
         _State.running = False
         error = _format_error(e)
         e = None
-    _State.display = None
+    finally:
+        _restore_envs(saved)
     _flush_std()
-    return {'id': rid, 'ok': error is None, 'executionCount': count,
-            'results': results, 'error': error}
+    with _write_lock:  # a display() from a thread after this point is dropped
+        _State.in_run = False
+        _State.run_id = None
+    return _reply(rid, count, main, error)
 
 
 def _protocol_error(rid, message):
-    return {'id': rid, 'ok': False, 'executionCount': _State.count, 'results': [],
-            'error': {'name': 'ProtocolError', 'value': message, 'traceback': ''}}
+    return _reply(rid, _State.count, None, {'name': 'ProtocolError', 'value': message, 'traceback': ''})
 
 
 def _serve():
@@ -436,20 +549,24 @@ def _serve_one():
         return False
     try:
         req = _json_loads(line.decode('utf-8'))
-    except Exception as e:
-        _send(_protocol_error(None, 'invalid request line: %s' % e))
+    except Exception:
+        _send(_protocol_error(None, 'invalid request line'))
         return False
     if not _isinstance(req, dict) or not _isinstance(req.get('code'), str):
         rid = req.get('id') if _isinstance(req, dict) else None
         _send(_protocol_error(rid, 'request must be an object with a string "code"'))
         return False
+    if 'envs' in req and not _valid_envs(req['envs']):
+        _send(_protocol_error(req.get('id'), 'envs must be an object of strings'))
+        return False
     try:
         reply = _handle(req)
     except BaseException as e:  # should not happen; never die on a request
         _State.running = False
-        reply = {'id': req.get('id'), 'ok': False, 'executionCount': _State.count, 'results': [],
-                 'error': {'name': _type(e).__name__, 'value': _safe_str(e), 'traceback': ''}}
-    if _os.getpid() != _PID:
+        _State.in_run = False
+        reply = _reply(req.get('id'), _State.count, None,
+                       {'name': _type(e).__name__, 'value': _safe_str(e), 'traceback': ''})
+    if _getpid() != _PID:
         # A process forked by the user's code returned from the cell: it must
         # not answer requests meant for the driver.
         _os._exit(0)

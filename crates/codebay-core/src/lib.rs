@@ -1,19 +1,31 @@
 //! The pure-Rust core of codebay: no napi types live here.
 //!
-//! - [`request`]: what `Code.runCode` checks before it calls a session, and the exact
-//!   `run_code` tool arguments it sends (DESIGN §1.1).
-//! - [`tool`]: the `McpToolResult` every session answers with.
-//! - [`wire`]: the backend JSON carried in a successful tool result's `data` (DESIGN §2).
-//! - [`result`]: turning a tool result into a `CodeExecutionResult` (DESIGN §1.1, §2).
+//! - [`session`]: the `Session` trait every session kind implements, output sinks, cancellation.
+//! - [`code`]: `Code`, AgentBay's class over any session (DESIGN §1.1).
+//! - [`request`]: a checked `runCode` call and its `run_code` tool arguments.
+//! - [`result`]: a tool result → `CodeExecutionResult` (DESIGN §1.1, §2).
+//! - [`runtime`]: the runtime registry: a language is one descriptor.
+//! - [`options`]: `LocalSession.create()` options, validated once.
+//! - [`error`]: the errors codebay throws and their stable codes.
+//! - [`local`]: the local engine.
+//!
+//! The messages themselves are `codebay_protocol`'s.
 
+pub mod code;
+pub mod error;
 pub mod local;
+pub mod options;
 pub mod request;
 pub mod result;
-pub mod tool;
-pub mod wire;
+pub mod runtime;
+pub mod session;
 
-pub use local::{LocalSession, PoolOptions, SessionError, SessionOptions};
-pub use request::{Language, RequestError, RunRequest, DEFAULT_TIMEOUT_S};
-pub use result::{CodeExecutionResult, CodeExecutionResultItem, ExecutionError, Logs};
-pub use tool::McpToolResult;
-pub use wire::{BackendOutput, MimeBundle, WireError};
+pub use code::{Code, RunOptions};
+pub use codebay_protocol::{BackendOutput, CodeContext, ErrorInfo, McpToolResult, MimeBundle};
+pub use error::{CodebayError, ErrorCode, ErrorKind};
+pub use local::{LocalSession, Placement};
+pub use options::{PoolOptions, SessionOptions};
+pub use request::{RunRequest, DEFAULT_TIMEOUT_S};
+pub use result::{CodeExecutionResult, CodeExecutionResultItem, Logs};
+pub use runtime::{Registry, Runtime};
+pub use session::{BoxFuture, Cancel, OutputSink, RunControl, Session};

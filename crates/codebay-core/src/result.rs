@@ -4,8 +4,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::tool::McpToolResult;
-use crate::wire::{BackendOutput, MimeBundle};
+use codebay_protocol::{BackendOutput, ErrorInfo, McpToolResult, MimeBundle};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -20,7 +19,7 @@ pub struct CodeExecutionResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub results: Option<Vec<CodeExecutionResultItem>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<ExecutionError>,
+    pub error: Option<ErrorInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub execution_time: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -36,13 +35,6 @@ pub struct CodeExecutionResult {
 pub struct Logs {
     pub stdout: Vec<String>,
     pub stderr: Vec<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct ExecutionError {
-    pub name: String,
-    pub value: String,
-    pub traceback: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -92,7 +84,8 @@ const CHART_MIME: [&str; 3] = [
 ];
 
 impl CodeExecutionResult {
-    /// `callMcpTool` threw or rejected: the session never answered.
+    /// `callMcpTool` threw or rejected: the session never answered. `reason` is the
+    /// error's string form, as the SDK's `${error}` gives it (`APIError: ...`).
     pub fn call_failed(reason: &str) -> Self {
         CodeExecutionResult {
             error_message: Some(format!("Failed to run code: {reason}")),
@@ -106,6 +99,29 @@ impl CodeExecutionResult {
             error_message: Some(format!(
                 "Failed to run code: the session did not answer within {waited_s} seconds"
             )),
+            ..Default::default()
+        }
+    }
+
+    /// A run that was aborted (an AbortSignal) before the session answered, or before
+    /// it started: nothing ran, or what ran was stopped.
+    pub fn aborted(request_id: String, started: bool) -> Self {
+        let value = if started {
+            "The run was aborted."
+        } else {
+            "The run was aborted before it started."
+        };
+        CodeExecutionResult::failed(request_id, ErrorInfo::new("AbortError", value))
+    }
+
+    /// A run that failed with `error` before any output: empty logs and results.
+    pub fn failed(request_id: String, error: ErrorInfo) -> Self {
+        CodeExecutionResult {
+            request_id,
+            error_message: Some(error.summary()),
+            logs: Some(Logs::default()),
+            results: Some(Vec::new()),
+            error: Some(error),
             ..Default::default()
         }
     }
@@ -179,23 +195,17 @@ fn from_backend(
 ) -> CodeExecutionResult {
     let results: Vec<CodeExecutionResultItem> = out.result.iter().filter_map(parse_item).collect();
     let error = match out.error {
-        Some(e) => Some(ExecutionError {
-            name: e.name,
-            value: e.value,
-            traceback: e.traceback,
-        }),
-        None if !out.execution_error.is_empty() => Some(ExecutionError {
-            name: "ExecutionError".into(),
-            value: out.execution_error.clone(),
-            traceback: String::new(),
-        }),
+        Some(e) => Some(e),
+        None if !out.execution_error.is_empty() => Some(ErrorInfo::new(
+            "ExecutionError",
+            out.execution_error.clone(),
+        )),
         None => None,
     };
     let success = tool_success && error.is_none();
     let error_message = (!success).then(|| match &error {
         _ if !out.execution_error.is_empty() => out.execution_error.clone(),
-        Some(e) if e.value.is_empty() => e.name.clone(),
-        Some(e) => format!("{}: {}", e.name, e.value),
+        Some(e) => e.summary(),
         None => "the code did not run successfully".into(),
     });
     let text = results
@@ -228,11 +238,15 @@ fn from_backend(
 
 /// An item is a JSON-encoded bundle; an item that is not valid JSON is dropped.
 fn parse_item(raw: &Value) -> Option<CodeExecutionResultItem> {
-    let bundle: MimeBundle = match raw {
-        Value::String(s) => serde_json::from_str(s).ok()?,
-        Value::Object(map) => map.clone(),
-        _ => return None,
-    };
+    match raw {
+        Value::String(s) => serde_json::from_str(s).ok().map(|b| item_from_bundle(&b)),
+        Value::Object(map) => Some(item_from_bundle(map)),
+        _ => None,
+    }
+}
+
+/// The item fields of one MIME bundle: only non-empty values are copied.
+pub fn item_from_bundle(bundle: &MimeBundle) -> CodeExecutionResultItem {
     let mut item = CodeExecutionResultItem::default();
     for (mime, field) in TEXT_MIME {
         if let Some(Value::String(s)) = bundle.get(mime) {
@@ -250,10 +264,14 @@ fn parse_item(raw: &Value) -> Option<CodeExecutionResultItem> {
         .filter_map(|m| bundle.get(*m))
         .find(|v| !is_empty(v))
         .cloned();
-    if let Some(Value::Bool(main)) = bundle.get("isMainResult") {
+    // AgentBay's parser also reads the snake_case spelling.
+    if let Some(Value::Bool(main)) = bundle
+        .get("isMainResult")
+        .or_else(|| bundle.get("is_main_result"))
+    {
         item.is_main_result = Some(*main);
     }
-    Some(item)
+    item
 }
 
 fn is_empty(v: &Value) -> bool {
@@ -417,7 +435,7 @@ mod tests {
         );
         assert_eq!(
             r.error,
-            Some(ExecutionError {
+            Some(ErrorInfo {
                 name: "NameError".into(),
                 value: "name 'x' is not defined".into(),
                 traceback: "tb".into()
@@ -431,14 +449,7 @@ mod tests {
     fn execution_error_without_structure_becomes_execution_error() {
         let data = backend(json!({ "executionError": "boom" }));
         let r = CodeExecutionResult::from_tool_result(tool(false, "", &data));
-        assert_eq!(
-            r.error,
-            Some(ExecutionError {
-                name: "ExecutionError".into(),
-                value: "boom".into(),
-                traceback: String::new()
-            })
-        );
+        assert_eq!(r.error, Some(ErrorInfo::new("ExecutionError", "boom")));
         assert_eq!(r.error_message.as_deref(), Some("boom"));
     }
 
@@ -475,6 +486,30 @@ mod tests {
         let r = CodeExecutionResult::from_tool_result(tool(false, "", "{oops"));
         assert_eq!(r.error_message.as_deref(), Some("{oops"));
         assert_eq!(r.logs, None);
+    }
+
+    #[test]
+    fn the_sdk_spellings_are_read() {
+        let bundle = json!({"text/plain": "1", "is_main_result": true}).to_string();
+        let inner =
+            json!({"result": [bundle], "execution_time": 0.5, "execution_count": 2}).to_string();
+        // data that is a JSON string holding the backend JSON (double-encoded)
+        let data = serde_json::to_string(&inner).unwrap();
+        let r = CodeExecutionResult::from_tool_result(tool(true, &data, ""));
+        assert_eq!((r.execution_time, r.execution_count), (Some(0.5), Some(2)));
+        assert_eq!(r.results.unwrap()[0].is_main_result, Some(true));
+        assert_eq!(r.result, "1");
+    }
+
+    #[test]
+    fn an_aborted_run_is_a_failure_named_abort_error() {
+        let r = CodeExecutionResult::aborted("r".into(), false);
+        assert!(!r.success);
+        assert_eq!(r.error.as_ref().unwrap().name, "AbortError");
+        assert_eq!(
+            r.error_message.as_deref(),
+            Some("AbortError: The run was aborted before it started.")
+        );
     }
 
     #[test]

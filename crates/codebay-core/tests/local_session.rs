@@ -1,12 +1,18 @@
-//! The local session end to end: the real helper binary and the real drivers.
-//! `cargo test --workspace` builds the helper before any test runs.
+//! The local session end to end: the real helper binary and the real drivers, through
+//! the `Session` trait and `Code`, without Node. `cargo test --workspace` builds the
+//! helper before any test runs.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-use codebay_core::{CodeExecutionResult, LocalSession, SessionOptions};
+use codebay_core::{
+    Cancel, Code, CodeExecutionResult, LocalSession, Placement, Registry, RunControl, RunOptions,
+    Runtime, Session, SessionOptions,
+};
 use serde_json::json;
 
-fn options() -> SessionOptions {
+fn placement(registry: Registry) -> Placement {
     // The test binary is target/<triple>/<profile>/deps/<name>; the helper sits one up.
     let exe = std::env::current_exe().unwrap();
     let helper = exe
@@ -21,17 +27,35 @@ fn options() -> SessionOptions {
         helper.display()
     );
     let runtimes = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../runtimes");
-    SessionOptions::new(helper, runtimes.canonicalize().unwrap())
+    Placement {
+        sandbox_binary: helper,
+        runtimes_dir: runtimes.canonicalize().unwrap(),
+        node: None,
+        registry,
+    }
+}
+
+fn options() -> SessionOptions {
+    let mut o = SessionOptions::default();
+    o.pool.size = 0;
+    o.pool.prewarm = vec![];
+    o
+}
+
+async fn create(options: SessionOptions) -> LocalSession {
+    LocalSession::create(&options, &placement(Registry::default()))
+        .await
+        .expect("create")
 }
 
 async fn run(
-    session: &std::sync::Arc<LocalSession>,
+    session: &LocalSession,
     code: &str,
     language: &str,
     timeout_s: f64,
 ) -> CodeExecutionResult {
     let tool = session
-        .call_tool(
+        .call_tool_now(
             "run_code",
             &json!({ "code": code, "language": language, "timeout_s": timeout_s }),
         )
@@ -41,7 +65,7 @@ async fn run(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_and_javascript_run_and_keep_state() {
-    let session = std::sync::Arc::new(LocalSession::create(options()).await.expect("create"));
+    let session = create(options()).await;
     let r = run(&session, "x = 40\nprint(x + 2)", "python", 10.0).await;
     assert!(r.success, "{r:?}");
     assert_eq!(r.logs.unwrap().stdout, vec!["42\n"]);
@@ -62,12 +86,15 @@ async fn python_and_javascript_run_and_keep_state() {
     assert_eq!(r.error.unwrap().name, "ZeroDivisionError");
     session.close().await;
     let r = run(&session, "1", "python", 10.0).await;
-    assert_eq!(r.error_message.as_deref(), Some("The session is closed."));
+    assert_eq!(
+        r.error_message.as_deref(),
+        Some("[ERR_CODEBAY_SESSION_CLOSED] The session is closed.")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timeout_interrupts_and_the_session_stays_usable() {
-    let session = std::sync::Arc::new(LocalSession::create(options()).await.expect("create"));
+    let session = create(options()).await;
     run(&session, "import time", "python", 10.0).await;
     let r = run(
         &session,
@@ -101,23 +128,28 @@ async fn a_timeout_interrupts_and_the_session_stays_usable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_tools_and_bad_arguments_fail_cleanly() {
-    let session = std::sync::Arc::new(LocalSession::create(options()).await.expect("create"));
-    let t = session.call_tool("rm_rf", &json!({})).await;
+    let session = create(options()).await;
+    let t = session.call_tool_now("rm_rf", &json!({})).await;
     assert!(!t.success);
     assert_eq!(
         t.error_message,
-        "Unknown tool 'rm_rf'. This session offers: run_code."
+        "[ERR_CODEBAY_TOOL_FAILED] Unknown tool 'rm_rf'. This session offers: run_code, create_code_context, list_code_contexts, restart_code_context, remove_code_context."
     );
     let t = session
-        .call_tool("run_code", &json!({"code": "1", "language": "cobol"}))
+        .call_tool_now("run_code", &json!({"code": "1", "language": "cobol"}))
         .await;
-    assert!(t.error_message.starts_with("Unsupported language: cobol."));
+    assert!(
+        t.error_message
+            .starts_with("[ERR_CODEBAY_UNSUPPORTED_LANGUAGE] Unsupported language: cobol."),
+        "{}",
+        t.error_message
+    );
     session.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_stdout_or_stderr_replaces_the_interpreter() {
-    let session = std::sync::Arc::new(LocalSession::create(options()).await.expect("create"));
+    let session = create(options()).await;
     for (code, language, stream) in [
         ("import os\nos.close(1)\n1", "python", "stdout"),
         ("import os\nos.close(2)\n1", "python", "stderr"),
@@ -148,7 +180,7 @@ async fn closing_stdout_or_stderr_replaces_the_interpreter() {
 async fn a_process_limit_is_reported_even_when_the_code_raised_nothing() {
     let mut opts = options();
     opts.max_processes = 16;
-    let session = std::sync::Arc::new(LocalSession::create(opts).await.expect("create"));
+    let session = create(opts).await;
     // Node reports the failed spawns as events after the cell has returned.
     let r = run(
         &session,
@@ -170,8 +202,8 @@ async fn a_process_limit_is_reported_even_when_the_code_raised_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn javascript_output_is_flushed_before_the_reply() {
     let mut opts = options();
-    opts.output_cap_bytes = 1024 * 1024;
-    let session = std::sync::Arc::new(LocalSession::create(opts).await.expect("create"));
+    opts.output_limit_bytes = 1024 * 1024;
+    let session = create(opts).await;
     let r = run(
         &session,
         "process.stdout.write('x'.repeat(3 * 1024 * 1024)); 1",
@@ -202,7 +234,7 @@ fn cgroup_dirs(session_id: &str) -> Vec<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_dropped_without_close_is_still_cleaned_up() {
-    let session = std::sync::Arc::new(LocalSession::create(options()).await.expect("create"));
+    let session = create(options()).await;
     let r = run(&session, "1", "python", 10.0).await;
     assert!(r.success, "{r:?}");
     let id = session.id().to_owned();
@@ -218,4 +250,123 @@ async fn a_session_dropped_without_close_is_still_cleaned_up() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(cgroup_dirs(&id), Vec::<PathBuf>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_run_leaves_its_context_consistent() {
+    let session = create(options()).await;
+    let code = Code::new(Arc::new(session.clone()));
+    for (language, setup, slow) in [
+        (
+            "python",
+            "keep = 7",
+            "import time\nwhile True: time.sleep(0.01)",
+        ),
+        ("javascript", "var keep = 7", "for (;;) {}"),
+    ] {
+        let r = run(&session, setup, language, 10.0).await;
+        assert!(r.success, "{r:?}");
+        // Dropped mid-run, as a cancelled MCP request or an abandoned await drops it.
+        let dropped = code
+            .run_code(slow.into(), language, Some(30.0), RunOptions::default())
+            .unwrap();
+        let _ = tokio::time::timeout(Duration::from_millis(300), dropped).await;
+        let r = run(&session, "keep * 6", language, 10.0).await;
+        assert!(
+            r.success,
+            "{language}: the next run gets its own result: {r:?}"
+        );
+        assert_eq!(r.result, "42", "{language}: the state was kept");
+    }
+    session.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_run_is_an_abort_error_and_the_context_keeps_its_state() {
+    let session = create(options()).await;
+    let code = Code::new(Arc::new(session.clone()));
+    assert!(run(&session, "keep = 7", "python", 10.0).await.success);
+    let cancel = Cancel::default();
+    let options = RunOptions {
+        control: RunControl {
+            cancel: cancel.clone(),
+            sink: None,
+        },
+        ..Default::default()
+    };
+    let running = tokio::spawn(
+        code.run_code(
+            "import time\ntime.sleep(30)".into(),
+            "python",
+            Some(60.0),
+            options,
+        )
+        .unwrap(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cancel.cancel();
+    let r = running.await.unwrap();
+    assert_eq!(
+        r.error.as_ref().map(|e| e.name.as_str()),
+        Some("AbortError"),
+        "{r:?}"
+    );
+    assert_eq!(run(&session, "keep", "python", 10.0).await.result, "7");
+    session.close().await;
+}
+
+/// A throw-away runtime: a driver of a few lines speaking the driver protocol, added
+/// to the registry. The helper is not touched: it executes the command line it is given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_runtime_is_one_descriptor() {
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .canonicalize()
+        .unwrap();
+    let mut upper = Runtime::python();
+    upper.name = "upper".into();
+    upper.aliases = vec!["shout".into()];
+    upper.extensions = vec!["up".into()];
+    let driver = fixtures
+        .join("upper_driver.py")
+        .to_string_lossy()
+        .into_owned();
+    upper.command = Arc::new(move |found| {
+        Ok(vec![
+            found.get("python")?.to_string_lossy().into_owned(),
+            "-I".into(),
+            driver.clone(),
+        ])
+    });
+    upper.read_only_paths = vec![fixtures];
+    let registry = Registry::default().with(upper);
+    let session = LocalSession::create(&options(), &placement(registry))
+        .await
+        .expect("create");
+    let code = Code::new(Arc::new(session.clone()));
+    let r = code
+        .run_code("hello".into(), " SHOUT ", None, RunOptions::default())
+        .unwrap()
+        .await;
+    assert!(r.success, "{r:?}");
+    assert_eq!(r.result, "HELLO");
+    assert_eq!(r.logs.as_ref().unwrap().stdout, vec!["ran 5 characters\n"]);
+    let r = code
+        .run_code("x = 1".into(), "python", None, RunOptions::default())
+        .unwrap()
+        .await;
+    assert!(r.success, "the built-in runtimes stay: {r:?}");
+    let err = code
+        .run_code("1".into(), "cobol", None, RunOptions::default())
+        .err()
+        .unwrap();
+    assert!(
+        err.message
+            .ends_with("Supported languages are 'python', 'javascript' and 'upper'"),
+        "{}",
+        err.message
+    );
+    let contexts = session.list_contexts().await.unwrap();
+    assert!(contexts.iter().any(|c| c.id == "upper"), "{contexts:?}");
+    session.close().await;
 }

@@ -111,7 +111,10 @@ mod tests {
     #[test]
     fn snake_case_spellings_are_read() {
         let out = BackendOutput::parse(r#"{"execution_time":0.5,"execution_count":3}"#).unwrap();
-        assert_eq!((out.execution_time, out.execution_count), (Some(0.5), Some(3)));
+        assert_eq!(
+            (out.execution_time, out.execution_count),
+            (Some(0.5), Some(3))
+        );
     }
 
     #[test]

@@ -88,10 +88,18 @@ pub enum HelperRequest {
 #[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
 pub enum HelperReply {
     /// The sandbox stands: the answer to the config.
-    Ready { cgroup: CgroupInfo },
+    Ready {
+        cgroup: CgroupInfo,
+    },
     /// The process runs; its descriptors come with this datagram.
-    Spawned { id: u64, pid: i32 },
-    Killed { id: u64, count: u32 },
+    Spawned {
+        id: u64,
+        pid: i32,
+    },
+    Killed {
+        id: u64,
+        count: u32,
+    },
     /// `step` names the layer that failed (`config`, `kernel_check`, `cgroup`, ...).
     Error {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -211,7 +219,9 @@ pub fn valid_abs_path(p: &str) -> bool {
 
 /// Whether `p` is `root` or below it.
 pub fn is_under(p: &str, root: &str) -> bool {
-    p == root || p.strip_prefix(root).is_some_and(|rest| rest.starts_with('/'))
+    p == root
+        || p.strip_prefix(root)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// A working directory a context may have.

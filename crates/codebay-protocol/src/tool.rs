@@ -91,7 +91,7 @@ impl McpToolResult {
         let Value::Object(map) = value else {
             return Err(format!(
                 "the session answered {} instead of a tool result object",
-                kind(value)
+                json_kind(value)
             ));
         };
         let text = |key: &str| match map.get(key) {
@@ -108,7 +108,8 @@ impl McpToolResult {
     }
 }
 
-fn kind(value: &Value) -> &'static str {
+/// What a JSON value is, for messages: "a number", "an object", ...
+pub fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

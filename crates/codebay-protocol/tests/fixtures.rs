@@ -19,10 +19,14 @@ fn lines(name: &str) -> Vec<String> {
 
 /// Parses `raw` as `T` and checks it serialises to exactly the same text.
 fn round_trip<T: DeserializeOwned + Serialize>(raw: &RawValue, what: &str) {
-    let value: T = serde_json::from_str(raw.get())
-        .unwrap_or_else(|e| panic!("{what}: {e}\n  {}", raw.get()));
+    let value: T =
+        serde_json::from_str(raw.get()).unwrap_or_else(|e| panic!("{what}: {e}\n  {}", raw.get()));
     let again = serde_json::to_string(&value).unwrap();
-    assert_eq!(again, raw.get(), "{what} does not round-trip to the same bytes");
+    assert_eq!(
+        again,
+        raw.get(),
+        "{what} does not round-trip to the same bytes"
+    );
 }
 
 #[derive(Deserialize)]

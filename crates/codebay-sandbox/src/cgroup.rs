@@ -1,17 +1,46 @@
-//! Per-session cgroups: `codebay/<sessionId>` under cgroup v2 when it offers the memory
-//! and pids controllers, else under each v1 controller plus the v2 unified group (if
-//! mounted) so that `cgroup.kill` can still end the session atomically.
+//! Cgroups: one per session, one per context below it.
+//!
+//! The session's cgroup is `codebay/<sessionId>` under cgroup v2 when v2 offers the
+//! memory and pids controllers, else under each v1 controller (memory, pids, cpu if
+//! mounted) plus the v2 unified hierarchy if mounted, so that `cgroup.kill` can still
+//! end the session at once. The session's limits are set there, by the supervisor, in
+//! files that stay root's.
+//!
+//! Every spawned process gets a child cgroup of its own, named by its context, in every
+//! hierarchy, so the engine can read per-context events (OOM kills, refused forks) and
+//! init can kill exactly a context's processes, whatever sessions or process groups
+//! they made. Delegation: the supervisor gives each session directory, with its
+//! `cgroup.procs` (v1 also `tasks`, v2 also `cgroup.subtree_control`), to the host ids
+//! init runs as, and hands init an O_DIRECTORY fd of each ([`ContextCgroups`]). Init
+//! makes `<context>` with mkdirat; the forked child moves itself in by writing "0" to
+//! `<context>/cgroup.procs` while still inside-root, before any other step, and never
+//! execs if that fails.
+//!
+//! In a cgroup2 hierarchy processes may not live in a cgroup whose children have
+//! controllers enabled, so init lives in the leaf [`INIT_LEAF`] beside the contexts;
+//! in v1 hierarchies it stays in the session directory itself.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
-use crate::SandboxError;
+use codebay_protocol::{CgroupInfo, SandboxConfig};
+
+use crate::{sys, SandboxError};
 
 const PARENT: &str = "codebay";
 const CPU_PERIOD_US: u64 = 100_000;
+/// Init's cgroup in a cgroup2 hierarchy. The `_` is outside the context name alphabet,
+/// so no context can collide with it.
+pub const INIT_LEAF: &str = "_init";
+/// Upper bound on kill rounds; each round rereads the context's cgroup.procs after a
+/// 1 ms pause, so a fork bomb cannot keep init busy for more than a fraction of a second.
+const KILL_ROUNDS: usize = 200;
+/// How long a removal waits for the kernel to finish the exits of killed processes.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Layout {
@@ -99,9 +128,9 @@ pub fn detect() -> Result<Layout, SandboxError> {
     })
 }
 
-/// The limit files to write, relative to each session directory: (hierarchy index, file, content).
-/// Hierarchy index 0 is the first directory of `dirs`.
-pub fn limit_files(layout: &Layout, c: &Config) -> Vec<(usize, &'static str, String)> {
+/// The limit files to write, relative to each session directory: (hierarchy index,
+/// file, content), indexes into [`session_dirs`]' order.
+pub fn limit_files(layout: &Layout, c: &SandboxConfig) -> Vec<(usize, &'static str, String)> {
     let quota = c
         .cpu_cores
         .map(|cores| ((cores * CPU_PERIOD_US as f64).round() as u64).max(1000));
@@ -120,6 +149,7 @@ pub fn limit_files(layout: &Layout, c: &Config) -> Vec<(usize, &'static str, Str
             v.push((0, "memory.limit_in_bytes", c.memory_bytes.to_string()));
             v.push((0, "memory.memsw.limit_in_bytes", c.memory_bytes.to_string()));
             v.push((1, "pids.max", c.max_processes.to_string()));
+            // Index 2 is the cpu hierarchy only when there is one; then it is.
             if let (Some(q), Some(_)) = (quota, cpu) {
                 v.push((2, "cpu.cfs_period_us", CPU_PERIOD_US.to_string()));
                 v.push((2, "cpu.cfs_quota_us", q.to_string()));
@@ -129,36 +159,34 @@ pub fn limit_files(layout: &Layout, c: &Config) -> Vec<(usize, &'static str, Str
     v
 }
 
-/// The session's directories, in limit-file index order (v1: memory, pids, cpu?, unified?).
-pub fn session_dirs(layout: &Layout, session_id: &str) -> (u8, Vec<PathBuf>) {
-    let d = |root: &Path| root.join(PARENT).join(session_id);
+/// One hierarchy's session directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hierarchy {
+    pub dir: PathBuf,
+    /// A cgroup2 hierarchy: init lives in [`INIT_LEAF`] there, and `cgroup.kill` exists.
+    pub cgroup2: bool,
+}
+
+/// The session's directories: v2: the one; v1: memory, pids, cpu if any, unified if any.
+pub fn session_dirs(layout: &Layout, session_id: &str) -> (u8, Vec<Hierarchy>) {
+    let h = |root: &Path, cgroup2| Hierarchy {
+        dir: root.join(PARENT).join(session_id),
+        cgroup2,
+    };
     match layout {
-        Layout::V2 { root, .. } => (2, vec![d(root)]),
+        Layout::V2 { root, .. } => (2, vec![h(root, true)]),
         Layout::V1 {
             memory,
             pids,
             cpu,
             unified,
         } => {
-            let mut v = vec![d(memory), d(pids)];
-            // Keep index 2 = cpu for limit_files even when cpu is absent by not pushing
-            // anything after it in that case.
-            if let Some(c) = cpu {
-                v.push(d(c));
-            }
-            if let Some(u) = unified {
-                v.push(d(u));
-            }
+            let mut v = vec![h(memory, false), h(pids, false)];
+            v.extend(cpu.iter().map(|c| h(c, false)));
+            v.extend(unified.iter().map(|u| h(u, true)));
             (1, v)
         }
     }
-}
-
-#[derive(Debug, Clone)]
-pub struct SessionCgroups {
-    pub version: u8,
-    pub dirs: Vec<PathBuf>,
-    pub memory_events: PathBuf,
 }
 
 fn write_file(path: &Path, content: &str) -> io::Result<()> {
@@ -176,18 +204,37 @@ fn cg_err(what: &str, p: &Path, e: io::Error) -> SandboxError {
     SandboxError::Cgroup(format!("{what} {}: {e}", p.display()))
 }
 
+fn controllers(cpu: bool) -> &'static str {
+    if cpu {
+        "+memory +pids +cpu"
+    } else {
+        "+memory +pids"
+    }
+}
+
+/// Pids listed in a `cgroup.procs`.
+fn parse_procs(text: &[u8]) -> impl Iterator<Item = libc::pid_t> + '_ {
+    text.split(|b| *b == b'\n')
+        .filter_map(|l| std::str::from_utf8(l).ok()?.trim().parse().ok())
+}
+
+/// The session's cgroups as the supervisor sees them: host paths.
+#[derive(Debug, Clone)]
+pub struct SessionCgroups {
+    pub version: u8,
+    pub hierarchies: Vec<Hierarchy>,
+    memory: usize,
+    pids: usize,
+}
+
 impl SessionCgroups {
-    pub fn create(layout: &Layout, c: &Config) -> Result<SessionCgroups, SandboxError> {
-        let (version, dirs) = session_dirs(layout, &c.session_id);
-        let memory_events = if version == 2 {
-            dirs[0].join("memory.events")
-        } else {
-            dirs[0].join("memory.oom_control")
-        };
+    pub fn create(layout: &Layout, c: &SandboxConfig) -> Result<SessionCgroups, SandboxError> {
+        let (version, hierarchies) = session_dirs(layout, &c.session_id);
         let cg = SessionCgroups {
             version,
-            dirs,
-            memory_events,
+            hierarchies,
+            memory: 0,
+            pids: if version == 2 { 0 } else { 1 },
         };
         if let Err(e) = cg.create_dirs(layout, c) {
             cg.destroy();
@@ -196,31 +243,27 @@ impl SessionCgroups {
         Ok(cg)
     }
 
-    fn create_dirs(&self, layout: &Layout, c: &Config) -> Result<(), SandboxError> {
-        if let Layout::V2 { root, cpu } = layout {
-            let enable = if *cpu {
-                "+memory +pids +cpu"
-            } else {
-                "+memory +pids"
-            };
+    fn create_dirs(&self, layout: &Layout, c: &SandboxConfig) -> Result<(), SandboxError> {
+        let v2_cpu = match layout {
+            Layout::V2 { cpu, .. } => Some(*cpu),
+            Layout::V1 { .. } => None,
+        };
+        if let (Layout::V2 { root, .. }, Some(cpu)) = (layout, v2_cpu) {
             let sc = root.join("cgroup.subtree_control");
-            write_file(&sc, enable).map_err(|e| cg_err("cannot enable controllers in", &sc, e))?;
+            write_file(&sc, controllers(cpu))
+                .map_err(|e| cg_err("cannot enable controllers in", &sc, e))?;
         }
-        for dir in &self.dirs {
+        for h in &self.hierarchies {
+            let dir = &h.dir;
             let parent = dir.parent().expect("session dir has a parent");
             // A concurrent session's cleanup may rmdir the shared parent between our
             // mkdirs; retry a few times instead of failing the create.
             let mut attempt = 0;
             loop {
                 mkdir_ok_exists(parent).map_err(|e| cg_err("cannot create", parent, e))?;
-                if matches!(layout, Layout::V2 { .. }) && self.version == 2 {
-                    let enable = if let Layout::V2 { cpu: true, .. } = layout {
-                        "+memory +pids +cpu"
-                    } else {
-                        "+memory +pids"
-                    };
+                if let Some(cpu) = v2_cpu {
                     let sc = parent.join("cgroup.subtree_control");
-                    if let Err(e) = write_file(&sc, enable) {
+                    if let Err(e) = write_file(&sc, controllers(cpu)) {
                         if e.kind() == io::ErrorKind::NotFound && attempt < 5 {
                             attempt += 1;
                             continue;
@@ -239,7 +282,7 @@ impl SessionCgroups {
             }
         }
         for (idx, file, content) in limit_files(layout, c) {
-            let p = self.dirs[idx].join(file);
+            let p = self.hierarchies[idx].dir.join(file);
             match write_file(&p, &content) {
                 Ok(()) => {}
                 // Swap accounting is optional (kernel/boot option); memory.max still holds.
@@ -250,71 +293,299 @@ impl SessionCgroups {
                 Err(e) => return Err(cg_err(&format!("cannot write {content:?} to"), &p, e)),
             }
         }
+        if let Some(cpu) = v2_cpu {
+            // The contexts get the controllers, so each has its own memory.events and
+            // pids.current; the limits above still bound them all together.
+            let sc = self.hierarchies[0].dir.join("cgroup.subtree_control");
+            write_file(&sc, controllers(cpu))
+                .map_err(|e| cg_err("cannot enable controllers in", &sc, e))?;
+        }
+        for h in self.hierarchies.iter().filter(|h| h.cgroup2) {
+            let leaf = h.dir.join(INIT_LEAF);
+            fs::create_dir(&leaf).map_err(|e| cg_err("cannot create", &leaf, e))?;
+        }
         Ok(())
     }
 
+    /// The directory init is placed in, in each hierarchy.
+    fn init_dir(h: &Hierarchy) -> PathBuf {
+        if h.cgroup2 {
+            h.dir.join(INIT_LEAF)
+        } else {
+            h.dir.clone()
+        }
+    }
+
+    /// Hands each session directory to `uid`/`gid`, the host ids of init, so init can
+    /// make and populate context cgroups: the directory itself (mkdir), its `cgroup.procs`
+    /// (v2 allows a move only with write access to the common ancestor's) and `tasks`
+    /// (v1) or `cgroup.subtree_control` (v2). The limit files stay root's.
+    pub fn delegate(&self, uid: u32, gid: u32) -> Result<(), SandboxError> {
+        for h in &self.hierarchies {
+            let extra = if h.cgroup2 {
+                "cgroup.subtree_control"
+            } else {
+                "tasks"
+            };
+            for p in [h.dir.clone(), h.dir.join("cgroup.procs"), h.dir.join(extra)] {
+                std::os::unix::fs::chown(&p, Some(uid), Some(gid))
+                    .map_err(|e| cg_err(&format!("cannot give to {uid}:{gid}"), &p, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Directory fds of the session directories, for init: opened by the supervisor,
+    /// inherited through the clone.
+    pub fn open(&self) -> Result<ContextCgroups, SandboxError> {
+        let dirs = self
+            .hierarchies
+            .iter()
+            .map(|h| {
+                let fd = sys::open_dir(&h.dir).map_err(|e| cg_err("cannot open", &h.dir, e))?;
+                Ok((fd, h.clone()))
+            })
+            .collect::<Result<_, SandboxError>>()?;
+        Ok(ContextCgroups { dirs })
+    }
+
     /// Called by the supervisor before it releases init, so init never runs unconfined.
-    pub fn add_pid(&self, pid: libc::pid_t) -> Result<(), SandboxError> {
-        for dir in &self.dirs {
-            let p = dir.join("cgroup.procs");
+    pub fn add_init(&self, pid: libc::pid_t) -> Result<(), SandboxError> {
+        for h in &self.hierarchies {
+            let p = Self::init_dir(h).join("cgroup.procs");
             write_file(&p, &pid.to_string())
                 .map_err(|e| cg_err(&format!("cannot move pid {pid} into"), &p, e))?;
         }
         Ok(())
     }
 
-    fn pids(dir: &Path) -> Vec<libc::pid_t> {
-        fs::read_to_string(dir.join("cgroup.procs"))
-            .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+    /// What the `ready` reply tells the engine.
+    pub fn info(&self) -> Result<CgroupInfo, SandboxError> {
+        let s = |p: &Path| {
+            p.to_str()
+                .map(str::to_owned)
+                .ok_or_else(|| SandboxError::Cgroup(format!("{} is not UTF-8", p.display())))
+        };
+        Ok(CgroupInfo {
+            version: self.version,
+            dirs: self
+                .hierarchies
+                .iter()
+                .map(|h| s(&h.dir))
+                .collect::<Result<_, _>>()?,
+            memory: s(&self.hierarchies[self.memory].dir)?,
+            pids: s(&self.hierarchies[self.pids].dir)?,
+        })
+    }
+
+    /// `dir` and every cgroup below it, children before their parent.
+    fn tree(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![(dir.to_owned(), false)];
+        while let Some((d, expanded)) = stack.pop() {
+            if expanded {
+                out.push(d);
+                continue;
+            }
+            stack.push((d.clone(), true));
+            for entry in fs::read_dir(&d).into_iter().flatten().flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push((entry.path(), false));
+                }
+            }
+        }
+        out
+    }
+
+    fn procs(dir: &Path) -> Vec<libc::pid_t> {
+        fs::read(dir.join("cgroup.procs"))
+            .map(|s| parse_procs(&s).collect())
             .unwrap_or_default()
     }
 
-    /// Kills whatever is left and removes the directories; best effort, never fails,
-    /// because it runs on every exit path.
+    /// Kills whatever is left and removes every directory of the session, contexts
+    /// first; best effort, never fails, because it runs on every exit path.
     pub fn destroy(&self) {
-        for dir in &self.dirs {
-            let kill = dir.join("cgroup.kill");
-            if kill.exists() {
-                let _ = write_file(&kill, "1");
-            }
+        for h in self.hierarchies.iter().filter(|h| h.cgroup2) {
+            // Recursive: the contexts and init's leaf too.
+            let _ = write_file(&h.dir.join("cgroup.kill"), "1");
         }
-        let deadline = Instant::now() + Duration::from_secs(2);
-        for dir in &self.dirs {
-            loop {
-                let pids = Self::pids(dir);
-                if pids.is_empty() || Instant::now() > deadline {
-                    break;
-                }
-                for pid in pids {
-                    // SAFETY: kill has no memory-safety preconditions.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
-        for dir in &self.dirs {
-            loop {
-                match fs::remove_dir(dir) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                    Err(_) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(2))
+        let deadline = Instant::now() + EXIT_GRACE;
+        for h in &self.hierarchies {
+            for dir in Self::tree(&h.dir) {
+                loop {
+                    let pids = Self::procs(&dir);
+                    if pids.is_empty() || Instant::now() > deadline {
+                        break;
                     }
-                    Err(_) => break,
+                    for pid in pids.into_iter().filter(|p| *p > 0) {
+                        // SAFETY: kill has no memory-safety preconditions; p > 0 names
+                        // one process, never a group.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+        for h in &self.hierarchies {
+            for dir in Self::tree(&h.dir) {
+                loop {
+                    match fs::remove_dir(&dir) {
+                        Ok(()) => break,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                        Err(_) if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(2))
+                        }
+                        Err(_) => break,
+                    }
                 }
             }
             // The shared parent goes too when this was the last session; a busy or
             // non-empty parent simply stays.
-            if let Some(parent) = dir.parent() {
+            if let Some(parent) = h.dir.parent() {
                 let _ = fs::remove_dir(parent);
             }
         }
     }
 }
 
+/// The session directories as init holds them: directory fds, so init needs no view of
+/// the host's cgroup mounts. Every operation takes a context name that the caller
+/// checked with `valid_name`, so it is one path component.
+#[derive(Debug)]
+pub struct ContextCgroups {
+    dirs: Vec<(OwnedFd, Hierarchy)>,
+}
+
+impl ContextCgroups {
+    fn err(&self, what: &str, h: &Hierarchy, context: &str, e: io::Error) -> SandboxError {
+        SandboxError::Cgroup(format!("{what} {}/{context}: {e}", h.dir.display()))
+    }
+
+    /// Makes `context` in every hierarchy; one that exists already is an error (and
+    /// nothing is left made).
+    pub fn create(&self, context: &str) -> Result<(), SandboxError> {
+        for (i, (fd, h)) in self.dirs.iter().enumerate() {
+            if let Err(e) = sys::mkdirat(fd, context, 0o755) {
+                for (fd, _) in &self.dirs[..i] {
+                    let _ = sys::rmdirat(fd, context);
+                }
+                let what = if e.kind() == io::ErrorKind::AlreadyExists {
+                    "the context exists already:"
+                } else {
+                    "cannot create"
+                };
+                return Err(self.err(what, h, context, e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the calling process into `context` in every hierarchy. Runs in the forked
+    /// child, which must never exec if this fails.
+    pub fn join(&self, context: &str) -> Result<(), SandboxError> {
+        let procs = format!("{context}/cgroup.procs");
+        for (fd, h) in &self.dirs {
+            sys::write_at(fd, &procs, b"0")
+                .map_err(|e| self.err("cannot move the process into", h, context, e))?;
+        }
+        Ok(())
+    }
+
+    /// The processes of `context` (pids of init's namespace), in any hierarchy, other
+    /// than `keep` and init. A context that does not exist has none.
+    pub fn members(
+        &self,
+        context: &str,
+        keep: Option<libc::pid_t>,
+    ) -> Result<BTreeSet<libc::pid_t>, SandboxError> {
+        let procs = format!("{context}/cgroup.procs");
+        let mut pids = BTreeSet::new();
+        for (fd, h) in &self.dirs {
+            match sys::read_at(fd, &procs) {
+                // 0: a process outside init's pid namespace, which no context holds.
+                Ok(text) => pids.extend(parse_procs(&text).filter(|p| *p > 1 && Some(*p) != keep)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(self.err("cannot read the processes of", h, context, e)),
+            }
+        }
+        Ok(pids)
+    }
+
+    /// SIGKILLs every process of `context` except `keep`, rereading the context until
+    /// none is left; returns how many distinct processes were signalled.
+    ///
+    /// Each listed pid is pinned with a pidfd and signalled only if the context still
+    /// lists it afterwards, so a number reused by a process elsewhere is never hit.
+    pub fn kill(&self, context: &str, keep: Option<libc::pid_t>) -> Result<u32, SandboxError> {
+        let mut signalled = BTreeSet::new();
+        for _ in 0..KILL_ROUNDS {
+            let listed: Vec<libc::pid_t> = self.members(context, keep)?.into_iter().collect();
+            if listed.is_empty() {
+                return Ok(signalled.len() as u32);
+            }
+            // In chunks: the pinned pidfds count against init's open-file limit.
+            for chunk in listed.chunks(64) {
+                let pinned: Vec<_> = chunk
+                    .iter()
+                    .filter_map(|&p| sys::pidfd_open(p).ok().map(|fd| (p, fd)))
+                    .collect();
+                let still = self.members(context, keep)?;
+                for (p, fd) in pinned {
+                    if still.contains(&p) && sys::pidfd_send_signal(&fd, libc::SIGKILL).is_ok() {
+                        signalled.insert(p);
+                    }
+                }
+            }
+            // Killed processes stay listed until their exit completes; give them a moment.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if keep.is_none() {
+            // Forks outran the rounds; cgroup.kill takes the whole cgroup at once, forks
+            // in flight included. Only cgroup2 has it.
+            for (fd, _) in self.dirs.iter().filter(|(_, h)| h.cgroup2) {
+                let _ = sys::write_at(fd, &format!("{context}/cgroup.kill"), b"1");
+            }
+            let deadline = Instant::now() + EXIT_GRACE;
+            while !self.members(context, None)?.is_empty() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let left = self.members(context, keep)?.len();
+        if left > 0 {
+            return Err(SandboxError::Cgroup(format!(
+                "{left} processes of context {context} survived {KILL_ROUNDS} rounds of SIGKILL"
+            )));
+        }
+        Ok(signalled.len() as u32)
+    }
+
+    /// Removes `context` from every hierarchy, waiting while the kernel finishes the
+    /// exits of its last processes. A context that does not exist is removed already.
+    pub fn remove(&self, context: &str) -> Result<(), SandboxError> {
+        let deadline = Instant::now() + EXIT_GRACE;
+        for (fd, h) in &self.dirs {
+            loop {
+                match sys::rmdirat(fd, context) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(Duration::from_millis(1))
+                    }
+                    Err(e) => return Err(self.err("cannot remove", h, context, e)),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::{Child, Command};
 
     const MOUNTINFO: &str = "\
 35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
@@ -323,14 +594,21 @@ mod tests {
 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 27 1 254:0 / / rw,relatime - ext4 /dev/vda rw";
 
-    fn config(cores: Option<f64>) -> Config {
-        let mut c: Config = serde_json::from_value(serde_json::json!({
-            "sessionId": "cb-1", "memoryBytes": 536870912u64, "maxProcesses": 64,
-            "runtimesDir": "/r"
-        }))
-        .unwrap();
-        c.cpu_cores = cores;
-        c
+    fn config(cores: Option<f64>) -> SandboxConfig {
+        SandboxConfig {
+            session_id: "cb-1".into(),
+            memory_bytes: 536870912,
+            max_processes: 64,
+            cpu_cores: cores,
+            network: false,
+            workspace_bytes: 1 << 20,
+            tmp_bytes: 1 << 20,
+            read_only_paths: vec![],
+            runtimes_dir: "/r".into(),
+            env: Default::default(),
+            max_open_files: 64,
+            max_file_bytes: 1 << 20,
+        }
     }
 
     #[test]
@@ -348,16 +626,36 @@ mod tests {
         );
         let (v, dirs) = session_dirs(&l, "cb-1");
         assert_eq!(v, 1);
-        assert_eq!(dirs[0], PathBuf::from("/sys/fs/cgroup/memory/codebay/cb-1"));
+        assert_eq!(
+            dirs[0],
+            Hierarchy {
+                dir: "/sys/fs/cgroup/memory/codebay/cb-1".into(),
+                cgroup2: false
+            }
+        );
         assert_eq!(
             dirs[3],
-            PathBuf::from("/sys/fs/cgroup/unified/codebay/cb-1")
+            Hierarchy {
+                dir: "/sys/fs/cgroup/unified/codebay/cb-1".into(),
+                cgroup2: true
+            }
         );
         let files = limit_files(&l, &config(Some(1.5)));
         assert!(files.contains(&(0, "memory.limit_in_bytes", "536870912".into())));
         assert!(files.contains(&(0, "memory.memsw.limit_in_bytes", "536870912".into())));
         assert!(files.contains(&(1, "pids.max", "64".into())));
         assert!(files.contains(&(2, "cpu.cfs_quota_us", "150000".into())));
+        // Without a cpu hierarchy, index 2 is the unified one and gets no cpu files.
+        let no_cpu = Layout::V1 {
+            memory: "/m".into(),
+            pids: "/p".into(),
+            cpu: None,
+            unified: Some("/u".into()),
+        };
+        assert!(session_dirs(&no_cpu, "x").1[2].cgroup2);
+        assert!(limit_files(&no_cpu, &config(Some(1.0)))
+            .iter()
+            .all(|(i, ..)| *i < 2));
     }
 
     #[test]
@@ -384,22 +682,92 @@ mod tests {
         assert!(files.contains(&(0, "cpu.max", "50000 100000".into())));
     }
 
+    fn sleeper() -> Child {
+        Command::new("sleep").arg("1000").spawn().unwrap()
+    }
+
+    fn alive(c: &mut Child) -> bool {
+        c.try_wait().unwrap().is_none()
+    }
+
     #[test]
-    fn create_and_destroy_on_this_host() {
+    fn contexts_on_this_host() {
+        // SAFETY: no preconditions.
         if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipping: needs root for cgroups");
             return;
         }
         let layout = detect().unwrap();
         let mut c = config(Some(1.0));
         c.session_id = format!("unit-test-{}", std::process::id());
         let cg = SessionCgroups::create(&layout, &c).unwrap();
-        for d in &cg.dirs {
-            assert!(d.is_dir(), "{}", d.display());
+        let info = cg.info().unwrap();
+        assert_eq!(info.dirs.len(), cg.hierarchies.len());
+        assert!(info.dirs.contains(&info.memory) && info.dirs.contains(&info.pids));
+        for h in &cg.hierarchies {
+            assert!(h.dir.is_dir(), "{}", h.dir.display());
+            assert_eq!(
+                h.dir.join(INIT_LEAF).is_dir(),
+                h.cgroup2,
+                "{}",
+                h.dir.display()
+            );
         }
-        assert!(cg.memory_events.exists());
+        cg.delegate(4242, 4343).unwrap();
+        {
+            use std::os::unix::fs::MetadataExt;
+            let md = fs::metadata(cg.hierarchies[0].dir.join("cgroup.procs")).unwrap();
+            assert_eq!((md.uid(), md.gid()), (4242, 4343));
+            let limits = if cg.version == 2 {
+                "memory.max"
+            } else {
+                "memory.limit_in_bytes"
+            };
+            let md = fs::metadata(cg.hierarchies[0].dir.join(limits)).unwrap();
+            assert_eq!(md.uid(), 0, "a limit file was delegated");
+        }
+
+        let ctx = cg.open().unwrap();
+        // A child that cannot join reports the cgroup step (and then never execs).
+        assert_eq!(ctx.join("absent").unwrap_err().step(), "cgroup");
+        ctx.create("ctx-1").unwrap();
+        let e = ctx.create("ctx-1").unwrap_err();
+        assert_eq!(e.step(), "cgroup");
+        assert!(e.to_string().contains("exists already"), "{e}");
+        let (mut a, mut b) = (sleeper(), sleeper());
+        for h in &cg.hierarchies {
+            for p in [&a, &b] {
+                write_file(&h.dir.join("ctx-1/cgroup.procs"), &p.id().to_string()).unwrap();
+            }
+        }
+        let (pa, pb) = (a.id() as i32, b.id() as i32);
+        assert_eq!(ctx.members("ctx-1", None).unwrap(), [pa, pb].into());
+        assert_eq!(ctx.members("ctx-1", Some(pa)).unwrap(), [pb].into());
+        assert_eq!(ctx.members("absent", None).unwrap(), BTreeSet::new());
+
+        assert_eq!(ctx.kill("ctx-1", Some(pa)).unwrap(), 1);
+        let _ = b.wait();
+        assert!(alive(&mut a), "the kept process was killed");
+        assert_eq!(ctx.kill("ctx-1", None).unwrap(), 1);
+        let _ = a.wait();
+        assert_eq!(ctx.kill("absent", None).unwrap(), 0);
+        ctx.remove("ctx-1").unwrap();
+        ctx.remove("ctx-1").unwrap();
+        for h in &cg.hierarchies {
+            assert!(!h.dir.join("ctx-1").exists());
+        }
+
+        // A context left with a process in it: destroy takes both.
+        ctx.create("ctx-2").unwrap();
+        let mut d = sleeper();
+        for h in &cg.hierarchies {
+            write_file(&h.dir.join("ctx-2/cgroup.procs"), &d.id().to_string()).unwrap();
+        }
+        drop(ctx);
         cg.destroy();
-        for d in &cg.dirs {
-            assert!(!d.exists(), "{}", d.display());
+        let _ = d.wait();
+        for h in &cg.hierarchies {
+            assert!(!h.dir.exists(), "{}", h.dir.display());
         }
     }
 }

@@ -1,109 +1,81 @@
-//! The session config: the first datagram on the control socket (internals §1).
+//! The session config: the first datagram on the control socket, a
+//! [`SandboxConfig`] of the protocol crate. The engine validated it before sending; the
+//! helper checks it again because every field becomes a mount, a limit or a path here.
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path};
 
-use serde::Deserialize;
+use codebay_protocol::helper::{
+    is_under, valid_abs_path, valid_name, HOME, MIN_MEMORY_BYTES, MIN_OPEN_FILES, MIN_PROCESSES,
+    RUNTIMES_INSIDE, WRITABLE_ROOTS,
+};
+use codebay_protocol::SandboxConfig;
 
 use crate::SandboxError;
 
-const MIB: u64 = 1024 * 1024;
+/// Inside paths the sandbox builds itself (besides [`HOME`], [`RUNTIMES_INSIDE`] and the
+/// [`WRITABLE_ROOTS`]): a read-only bind in one would be hidden by the sandbox's own
+/// mount, and one above it would hide that mount.
+const BUILT: [&str; 4] = ["/proc", "/dev", "/etc", "/opt/codebay"];
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Config {
-    pub session_id: String,
-    pub memory_bytes: u64,
-    pub max_processes: u64,
-    #[serde(default)]
-    pub cpu_cores: Option<f64>,
-    #[serde(default)]
-    pub network: bool,
-    #[serde(default = "default_fs_bytes")]
-    pub workspace_bytes: u64,
-    #[serde(default = "default_fs_bytes")]
-    pub tmp_bytes: u64,
-    #[serde(default)]
-    pub read_only_paths: Vec<String>,
-    pub runtimes_dir: String,
-    #[serde(default)]
-    pub python_executable: Option<String>,
-    #[serde(default)]
-    pub node_executable: Option<String>,
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    #[serde(default = "default_max_open_files")]
-    pub max_open_files: u64,
-    #[serde(default = "default_fs_bytes")]
-    pub max_file_bytes: u64,
+fn reserved() -> impl Iterator<Item = &'static str> {
+    BUILT
+        .into_iter()
+        .chain([HOME, RUNTIMES_INSIDE])
+        .chain(WRITABLE_ROOTS)
 }
 
-fn default_fs_bytes() -> u64 {
-    256 * MIB
-}
-fn default_max_open_files() -> u64 {
-    1024
-}
-
-/// Inside paths the sandbox builds itself; a read-only bind there would either be
-/// hidden by or hide the sandbox's own mounts.
-const RESERVED: &[&str] = &["/proc", "/dev", "/etc", "/home", "/tmp", "/opt/codebay"];
-
-pub fn parse(bytes: &[u8]) -> Result<Config, SandboxError> {
-    let config: Config = serde_json::from_slice(bytes)
+pub fn parse(bytes: &[u8]) -> Result<SandboxConfig, SandboxError> {
+    let config: SandboxConfig = serde_json::from_slice(bytes)
         .map_err(|e| SandboxError::Config(format!("invalid config JSON: {e}")))?;
     validate(&config)?;
     Ok(config)
 }
 
-pub fn valid_session_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+/// An environment a process may be given: names without `=`, nothing with a NUL.
+pub fn validate_env(env: &BTreeMap<String, String>) -> Result<(), String> {
+    for (k, v) in env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+            return Err(format!(
+                "env entry {k:?} is not a valid environment variable"
+            ));
+        }
+    }
+    Ok(())
 }
 
-/// Absolute, normalised (no `.`/`..`), NUL-free: these strings become mount targets.
-pub fn valid_abs_path(p: &str) -> bool {
-    let path = Path::new(p);
-    !p.contains('\0')
-        && path.is_absolute()
-        && path
-            .components()
-            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
-}
-
-fn under(path: &str, prefix: &str) -> bool {
-    path == prefix || path.starts_with(&format!("{prefix}/"))
-}
-
-pub fn validate(c: &Config) -> Result<(), SandboxError> {
+pub fn validate(c: &SandboxConfig) -> Result<(), SandboxError> {
     let bad = |m: String| Err(SandboxError::Config(m));
-    if !valid_session_id(&c.session_id) {
+    if !valid_name(&c.session_id) {
         return bad(format!(
             "sessionId {:?} must match [a-z0-9-]{{1,64}}",
             c.session_id
         ));
     }
-    if c.memory_bytes < 16 * MIB {
+    if c.memory_bytes < MIN_MEMORY_BYTES {
         return bad(format!(
-            "memoryBytes {} is below the 16 MiB minimum",
+            "memoryBytes {} is below the minimum of {MIN_MEMORY_BYTES}",
             c.memory_bytes
         ));
     }
-    if c.max_processes < 1 {
-        return bad("maxProcesses must be at least 1".into());
+    if c.max_processes < MIN_PROCESSES {
+        return bad(format!(
+            "maxProcesses {} is below the minimum of {MIN_PROCESSES}",
+            c.max_processes
+        ));
     }
     if let Some(cores) = c.cpu_cores {
         if !cores.is_finite() || cores <= 0.0 || cores > 1024.0 {
             return bad(format!("cpuCores {cores} must be a positive number"));
         }
     }
-    if c.workspace_bytes == 0 || c.tmp_bytes == 0 {
-        return bad("workspaceBytes and tmpBytes must be positive".into());
+    if c.workspace_bytes == 0 || c.tmp_bytes == 0 || c.max_file_bytes == 0 {
+        return bad("workspaceBytes, tmpBytes and maxFileBytes must be positive".into());
     }
-    if c.max_open_files < 16 {
-        return bad("maxOpenFiles must be at least 16".into());
+    if c.max_open_files < MIN_OPEN_FILES {
+        return bad(format!(
+            "maxOpenFiles {} is below the minimum of {MIN_OPEN_FILES}",
+            c.max_open_files
+        ));
     }
     if !valid_abs_path(&c.runtimes_dir) {
         return bad(format!(
@@ -117,30 +89,13 @@ pub fn validate(c: &Config) -> Result<(), SandboxError> {
                 "readOnlyPaths entry {p:?} must be an absolute normalised path other than /"
             ));
         }
-        if let Some(r) = RESERVED.iter().find(|r| under(p, r)) {
+        if let Some(r) = reserved().find(|r| is_under(p, r) || is_under(r, p)) {
             return bad(format!(
-                "readOnlyPaths entry {p:?} is inside {r}, which the sandbox builds itself"
+                "readOnlyPaths entry {p:?} overlaps {r}, which the sandbox builds itself"
             ));
         }
     }
-    for exe in [&c.python_executable, &c.node_executable]
-        .into_iter()
-        .flatten()
-    {
-        if !valid_abs_path(exe) {
-            return bad(format!(
-                "executable {exe:?} must be an absolute normalised path"
-            ));
-        }
-    }
-    for (k, v) in &c.env {
-        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-            return bad(format!(
-                "env entry {k:?} is not a valid environment variable"
-            ));
-        }
-    }
-    Ok(())
+    validate_env(&c.env).map_err(SandboxError::Config)
 }
 
 #[cfg(test)]
@@ -152,14 +107,30 @@ mod tests {
             "sessionId": "cb-1a2b3c", "memoryBytes": 536870912u64, "maxProcesses": 64,
             "cpuCores": null, "network": false, "workspaceBytes": 268435456u64,
             "tmpBytes": 268435456u64, "readOnlyPaths": ["/root/.pyenv/versions/3.11.7"],
-            "runtimesDir": "/abs/runtimes", "pythonExecutable": "/usr/bin/python3",
-            "nodeExecutable": "/usr/bin/node", "env": {"FOO": "bar"},
+            "runtimesDir": "/abs/runtimes", "env": {"FOO": "bar"},
             "maxOpenFiles": 1024, "maxFileBytes": 268435456u64
         })
     }
 
-    fn parse_v(v: &serde_json::Value) -> Result<Config, SandboxError> {
+    fn parse_v(v: &serde_json::Value) -> Result<SandboxConfig, SandboxError> {
         parse(v.to_string().as_bytes())
+    }
+
+    #[test]
+    fn the_protocol_fixtures_are_valid_configs() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../codebay-protocol/tests/fixtures/helper.jsonl"
+        );
+        let mut seen = 0;
+        for line in std::fs::read_to_string(path).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if v["kind"] == "config" {
+                parse_v(&v["message"]).unwrap_or_else(|e| panic!("{line}: {e}"));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 2);
     }
 
     #[test]
@@ -168,6 +139,21 @@ mod tests {
         assert_eq!(c.session_id, "cb-1a2b3c");
         assert_eq!(c.env["FOO"], "bar");
         assert!(c.cpu_cores.is_none());
+    }
+
+    #[test]
+    fn every_field_is_required_and_no_other_is_accepted() {
+        for field in base().as_object().unwrap().keys() {
+            if field == "cpuCores" {
+                continue; // an Option: absent reads as null
+            }
+            let mut v = base();
+            v.as_object_mut().unwrap().remove(field);
+            assert_eq!(parse_v(&v).unwrap_err().step(), "config", "without {field}");
+        }
+        let mut v = base();
+        v["pythonExecutable"] = "/usr/bin/python3".into();
+        assert_eq!(parse_v(&v).unwrap_err().step(), "config");
     }
 
     #[test]
@@ -181,21 +167,38 @@ mod tests {
     }
 
     #[test]
-    fn rejects_bad_paths_and_env() {
+    fn rejects_bad_paths_limits_and_env() {
         for (k, val) in [
             ("runtimesDir", serde_json::json!("rel/path")),
             ("runtimesDir", serde_json::json!("/a/../b")),
             ("readOnlyPaths", serde_json::json!(["/"])),
             ("readOnlyPaths", serde_json::json!(["/etc"])),
             ("readOnlyPaths", serde_json::json!(["/proc/1"])),
+            ("readOnlyPaths", serde_json::json!(["/home/user/x"])),
+            ("readOnlyPaths", serde_json::json!(["/home"])),
+            // Above a mount of the sandbox: it would hide the runtimes.
+            ("readOnlyPaths", serde_json::json!(["/opt"])),
+            ("readOnlyPaths", serde_json::json!(["/usr//lib"])),
             ("env", serde_json::json!({"A=B": "x"})),
+            ("env", serde_json::json!({"": "x"})),
             ("cpuCores", serde_json::json!(-1.0)),
-            ("memoryBytes", serde_json::json!(1)),
+            ("cpuCores", serde_json::json!(0.0)),
+            ("memoryBytes", serde_json::json!(MIN_MEMORY_BYTES - 1)),
+            ("maxProcesses", serde_json::json!(MIN_PROCESSES - 1)),
+            ("maxOpenFiles", serde_json::json!(MIN_OPEN_FILES - 1)),
+            ("maxFileBytes", serde_json::json!(0)),
         ] {
             let mut v = base();
             v[k] = val.clone();
-            assert!(parse_v(&v).is_err(), "{k} = {val}");
+            let e = parse_v(&v).expect_err(&format!("{k} = {val}"));
+            assert_eq!(e.step(), "config");
         }
+        let mut v = base();
+        v["memoryBytes"] = MIN_MEMORY_BYTES.into();
+        v["maxProcesses"] = MIN_PROCESSES.into();
+        v["maxOpenFiles"] = MIN_OPEN_FILES.into();
+        v["readOnlyPaths"] = serde_json::json!(["/opt/other", "/usr/lib/python3"]);
+        parse_v(&v).unwrap();
         assert!(parse(b"not json").is_err());
     }
 }

@@ -1,6 +1,6 @@
 use thiserror::Error;
 
-/// One variant per isolation layer; the variant decides the `step` reported to the addon,
+/// One variant per isolation layer; the variant decides the `step` reported to the engine,
 /// so a failure always names the layer that refused to come up.
 #[derive(Debug, Error)]
 pub enum SandboxError {

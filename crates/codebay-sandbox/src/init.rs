@@ -1,44 +1,59 @@
-//! Init: pid 1 of the sandbox. Finishes the sandbox (cgroup namespace, hostname, mounts),
-//! reports `ready`, then serves spawn requests, forking one fully confined driver per
-//! request, and kill requests, which SIGKILL a driver's whole session. It reaps every zombie by ignoring SIGCHLD (SA_NOCLDWAIT semantics), and
-//! exits on EOF of the control socket, which makes the kernel kill the whole pid namespace.
+//! Init: pid 1 of the sandbox. Finishes the sandbox (hostname, mounts), reports `ready`,
+//! then serves the engine's requests in order:
+//!
+//! - `spawn`: makes the context's cgroup in every hierarchy, forks, and the child joins
+//!   that cgroup (first of all, or it never execs), takes a cgroup namespace rooted
+//!   there, and applies every other layer (fd layout 0..4, setsid, rlimits, the code's
+//!   credentials, Landlock, its working directory made as the code's user, seccomp)
+//!   before executing the request's argv. The helper knows no language: argv, env and
+//!   cwd are the engine's.
+//! - `kill`: SIGKILLs every process of a context's cgroup (except `keepPid`), whatever
+//!   sessions or process groups they made; without `keepPid` the cgroup goes too.
+//!
+//! It reaps every zombie by ignoring SIGCHLD (SA_NOCLDWAIT semantics), and exits on EOF
+//! of the control socket, which makes the kernel kill the whole pid namespace.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
-use std::time::Duration;
 
+use codebay_protocol::helper::{valid_abs_path, valid_cwd, valid_name, HOME};
+use codebay_protocol::{HelperReply, HelperRequest, SandboxConfig, SpawnedFds};
 use seccompiler::BpfProgram;
 
-use crate::config::Config;
+use crate::cgroup::ContextCgroups;
 use crate::landlock::Policy;
-use crate::mounts::{self, MountPlan, HOME, RUNTIMES_INSIDE};
+use crate::mounts::{self, MountPlan};
 use crate::namespaces::{SANDBOX_GID, SANDBOX_UID};
-use crate::protocol::{self, Language, Reply, Request, CONTROL_FD};
-use crate::{credentials, resource_limits, seccomp, sys, SandboxError};
+use crate::protocol::{self, CONTROL_FD};
+use crate::{config, credentials, resource_limits, seccomp, sys, SandboxError};
 
 pub struct InitContext {
-    pub config: Config,
+    pub config: SandboxConfig,
     pub plan: MountPlan,
     pub seccomp: Vec<BpfProgram>,
-    pub ready: Reply,
+    pub ready: HelperReply,
     /// The supervisor writes one byte here once cgroups and id maps are in place.
     pub release_r: OwnedFd,
     /// Init's id inside the sandbox: 0 when the supervisor mapped a range, else 1000.
     pub inside_id: u32,
+    /// The session's cgroup directories, delegated to init, where contexts are made.
+    pub contexts: ContextCgroups,
 }
 
 struct Session {
-    config: Config,
+    config: SandboxConfig,
     seccomp: Vec<BpfProgram>,
     policy: Policy,
     devnull: OwnedFd,
+    contexts: ContextCgroups,
 }
 
 /// `report_w`: init writes 'R' after `ready` or 'E' after an error, so the supervisor
-/// knows whether the addon has already been told something.
+/// knows whether the engine has already been told something.
 pub fn run(ctx: InitContext, report_w: OwnedFd) -> ! {
     let report = report_w.as_raw_fd();
     let code = match setup(ctx) {
@@ -48,7 +63,7 @@ pub fn run(ctx: InitContext, report_w: OwnedFd) -> ! {
         }
         Ok(None) => 1,
         Err(e) => {
-            let _ = protocol::send(CONTROL_FD, &Reply::error(None, &e), &[]);
+            let _ = protocol::send(CONTROL_FD, &protocol::error_reply(None, &e), &[]);
             let _ = sys::write_all(report, b"E");
             1
         }
@@ -81,14 +96,9 @@ fn setup(ctx: InitContext) -> Result<Option<Session>, SandboxError> {
     // every file we create fails with EOVERFLOW); switch to the mapped inside id.
     credentials::become_inside(ctx.inside_id)?;
 
-    // Now that the supervisor placed us in the session cgroup, make it our cgroup root.
-    // SAFETY: integer argument.
-    if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } < 0 {
-        return Err(SandboxError::CgroupNamespace(format!(
-            "cannot create a cgroup namespace: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
+    // No cgroup namespace for init itself: one rooted at init's cgroup would not contain
+    // the contexts beside it, and with nsdelegate the kernel refuses a move between
+    // cgroups outside the mover's namespace. Each spawned child takes its own instead.
     let name = mounts::HOSTNAME.as_bytes();
     // SAFETY: name is valid for its length.
     if unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) } < 0 {
@@ -131,31 +141,45 @@ fn setup(ctx: InitContext) -> Result<Option<Session>, SandboxError> {
         seccomp: ctx.seccomp,
         policy,
         devnull: devnull.into(),
+        contexts: ctx.contexts,
     }))
 }
 
 fn serve(s: &Session) -> i32 {
+    let mut buf = protocol::buffer();
     loop {
-        let msg = match protocol::recv(CONTROL_FD) {
+        let msg = match protocol::recv(CONTROL_FD, &mut buf) {
             Ok(Some(m)) => m,
             Ok(None) => return 0,
             Err(_) => return 1,
         };
-        let reply = match protocol::parse_request(&msg) {
-            Err((id, e)) => Reply::error(Some(id.unwrap_or(serde_json::Value::Null)), &e),
-            Ok(Request::Spawn { id, language }) => match spawn(s, language) {
+        let reply = match protocol::parse_request(msg) {
+            Err((id, e)) => protocol::error_reply(id, &e),
+            Ok(HelperRequest::Spawn {
+                id,
+                context,
+                argv,
+                env,
+                cwd,
+            }) => match spawn(s, &context, &argv, &env, &cwd) {
                 Ok((pid, fds)) => {
+                    let fds = fds.into_vec();
                     let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
-                    if protocol::send(CONTROL_FD, &Reply::Spawned { id, pid }, &raw).is_err() {
+                    let spawned = HelperReply::Spawned { id, pid };
+                    if protocol::send(CONTROL_FD, &spawned, &raw).is_err() {
                         return 1;
                     }
-                    continue; // fds drop (close) here; the addon holds its copies
+                    continue; // our copies closed with `fds`; the engine holds its own
                 }
-                Err(e) => Reply::error(Some(id), &e),
+                Err(e) => protocol::error_reply(Some(id), &e),
             },
-            Ok(Request::Kill { pid }) => match kill_session(pid) {
-                Ok((pid, count)) => Reply::Killed { pid, count },
-                Err(e) => Reply::error(None, &e),
+            Ok(HelperRequest::Kill {
+                id,
+                context,
+                keep_pid,
+            }) => match kill(s, &context, keep_pid) {
+                Ok(count) => HelperReply::Killed { id, count },
+                Err(e) => protocol::error_reply(Some(id), &e),
             },
         };
         if protocol::send(CONTROL_FD, &reply, &[]).is_err() {
@@ -164,117 +188,76 @@ fn serve(s: &Session) -> i32 {
     }
 }
 
-/// Upper bound on kill rounds; each round rescans /proc after a 1 ms pause, so a fork bomb
-/// cannot keep init busy for more than a fraction of a second.
-const KILL_ROUNDS: usize = 200;
-
-/// Parses `/proc/<pid>/stat` into (state, session id). comm (field 2) may contain spaces
-/// and parentheses, so the fixed fields are read after the *last* ')'.
-fn parse_stat(stat: &str) -> Option<(char, i32)> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut f = rest.split_ascii_whitespace(); // state, ppid, pgrp, session, ...
-    let state = f.next()?.chars().next()?;
-    let session = f.nth(2)?.parse().ok()?;
-    Some((state, session))
-}
-
-/// Live (not zombie/dead) processes of session `sid`, never init itself.
-fn session_members(sid: i32) -> Result<Vec<i32>, SandboxError> {
-    let dir = std::fs::read_dir("/proc")
-        .map_err(|e| SandboxError::Init(format!("cannot list /proc: {e}")))?;
-    let mut pids = Vec::new();
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if pid <= 1 {
-            continue;
-        }
-        // A read failure means the process vanished meanwhile.
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        if let Some((state, session)) = parse_stat(&stat) {
-            if session == sid && state != 'Z' && state != 'X' {
-                pids.push(pid);
-            }
-        }
+fn check_context(context: &str) -> Result<(), SandboxError> {
+    if valid_name(context) {
+        Ok(())
+    } else {
+        Err(SandboxError::Protocol(format!(
+            "context {context:?} must match [a-z0-9-]{{1,64}}"
+        )))
     }
-    Ok(pids)
 }
 
-/// SIGKILLs every process whose session id is `pid` (the driver, a session leader, and
-/// everything it forked), rescanning until none is left or KILL_ROUNDS pass. Returns the
-/// validated pid and how many distinct processes were signalled.
-fn kill_session(pid: i64) -> Result<(i32, u32), SandboxError> {
-    let sid = match i32::try_from(pid) {
-        Ok(sid) if sid > 1 => sid,
-        _ => {
-            return Err(SandboxError::Protocol(format!(
-                "kill: {pid} is not a driver pid (must be > 1)"
-            )))
-        }
-    };
-    let mut killed = BTreeSet::new();
-    for _ in 0..KILL_ROUNDS {
-        let members = session_members(sid)?;
-        if members.is_empty() {
-            break;
-        }
-        for p in members {
-            // SAFETY: sending a signal; p > 1, so never init or a process group.
-            if unsafe { libc::kill(p, libc::SIGKILL) } == 0 {
-                killed.insert(p);
-            }
-        }
-        // Killed processes linger in /proc until their exit completes; give them a moment.
-        std::thread::sleep(Duration::from_millis(1));
+/// SIGKILLs the context's processes but `keep`; without `keep` also removes its cgroup.
+fn kill(s: &Session, context: &str, keep: Option<i32>) -> Result<u32, SandboxError> {
+    check_context(context)?;
+    if let Some(k) = keep.filter(|k| *k <= 1) {
+        return Err(SandboxError::Protocol(format!(
+            "keepPid {k} is not a process of the sandbox (must be > 1)"
+        )));
     }
-    Ok((sid, killed.len() as u32))
+    let count = s.contexts.kill(context, keep)?;
+    if keep.is_none() {
+        s.contexts.remove(context)?;
+    }
+    Ok(count)
 }
 
-pub fn driver_argv(c: &Config, lang: Language) -> Result<Vec<String>, SandboxError> {
-    let (exe, args, script, field) = match lang {
-        Language::Python => (
-            &c.python_executable,
-            vec!["-I", "-u"],
-            "python/driver.py",
-            "pythonExecutable",
-        ),
-        Language::Javascript => (
-            &c.node_executable,
-            vec!["--expose-internals"],
-            "javascript/driver.js",
-            "nodeExecutable",
-        ),
-    };
-    let exe = exe
-        .as_ref()
-        .ok_or_else(|| SandboxError::Spawn(format!("config has no {field}")))?;
-    let mut v = vec![exe.clone()];
-    v.extend(args.into_iter().map(str::to_owned));
-    v.push(format!("{RUNTIMES_INSIDE}/{script}"));
-    Ok(v)
-}
+/// The base environment of every spawned process; the config's `env` and then the
+/// request's override it.
+const BASE_ENV: [(&str, &str); 3] = [
+    ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+    ("HOME", HOME),
+    ("LANG", "C.UTF-8"),
+];
 
-pub fn driver_env(c: &Config) -> Vec<String> {
-    let mut m: BTreeMap<String, String> = [
-        ("PATH", "/usr/local/bin:/usr/bin:/bin"),
-        ("HOME", HOME),
-        ("LANG", "C.UTF-8"),
-        ("PYTHONUNBUFFERED", "1"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    for (k, v) in &c.env {
-        m.insert(k.clone(), v.clone());
+pub fn process_env(
+    config: &BTreeMap<String, String>,
+    request: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut m: BTreeMap<&str, &str> = BASE_ENV.into_iter().collect();
+    for (k, v) in config.iter().chain(request) {
+        m.insert(k, v);
     }
     m.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// What can be refused before anything is made for the request.
+pub fn check_spawn(
+    context: &str,
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+    cwd: &str,
+) -> Result<(), SandboxError> {
+    check_context(context)?;
+    let bad = |m: String| Err(SandboxError::Spawn(m));
+    let Some(exe) = argv.first() else {
+        return bad("argv is empty".into());
+    };
+    if !valid_abs_path(exe) {
+        return bad(format!(
+            "argv[0] {exe:?} must be an absolute normalised path"
+        ));
+    }
+    if !Path::new(exe).exists() {
+        return bad(format!("{exe} is not visible inside the sandbox"));
+    }
+    if !valid_cwd(cwd) {
+        return bad(format!(
+            "cwd {cwd:?} must be an absolute normalised path under {HOME} or /tmp"
+        ));
+    }
+    config::validate_env(env).map_err(SandboxError::Spawn)
 }
 
 fn cstrings(v: &[String]) -> Result<Vec<CString>, SandboxError> {
@@ -289,25 +272,51 @@ fn spawn_err(what: &str, e: std::io::Error) -> SandboxError {
     SandboxError::Spawn(format!("{what}: {e}"))
 }
 
-/// Forks a driver and returns its pid and the addon's five fds, in protocol order:
-/// request_w, reply_r, stdout_r, stderr_r, pidfd.
-fn spawn(s: &Session, lang: Language) -> Result<(i32, [OwnedFd; 5]), SandboxError> {
-    let argv = driver_argv(&s.config, lang)?;
-    for p in [&argv[0], argv.last().unwrap()] {
-        if !Path::new(p).exists() {
-            return Err(SandboxError::Spawn(format!(
-                "{p} is not visible inside the sandbox (is its directory in readOnlyPaths / runtimesDir?)"
-            )));
-        }
-    }
-    let argv_c = cstrings(&argv)?;
-    let env_c = cstrings(&driver_env(&s.config))?;
+/// What the forked child needs, prepared before the fork.
+struct Child<'a> {
+    context: &'a str,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+    cwd: &'a str,
+}
 
-    let (req_r, req_w) = sys::pipe().map_err(|e| spawn_err("pipe", e))?;
-    let (rep_r, rep_w) = sys::pipe().map_err(|e| spawn_err("pipe", e))?;
-    let (out_r, out_w) = sys::pipe().map_err(|e| spawn_err("pipe", e))?;
-    let (err_r, err_w) = sys::pipe().map_err(|e| spawn_err("pipe", e))?;
-    let (status_r, status_w) = sys::pipe().map_err(|e| spawn_err("pipe", e))?;
+/// A spawned process: its pid inside the sandbox and the engine's descriptors.
+type Spawned = (i32, SpawnedFds<OwnedFd>);
+
+/// Starts `argv` in a new cgroup `context`.
+fn spawn(
+    s: &Session,
+    context: &str,
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+    cwd: &str,
+) -> Result<Spawned, SandboxError> {
+    check_spawn(context, argv, env, cwd)?;
+    let child = Child {
+        context,
+        argv: cstrings(argv)?,
+        env: cstrings(&process_env(&s.config.env, env))?,
+        cwd,
+    };
+    s.contexts.create(context)?;
+    let spawned = fork_child(s, &child);
+    if spawned.is_err() {
+        // The name stays free for the engine to retry; the child is gone already.
+        let _ = s.contexts.remove(context);
+    }
+    spawned
+}
+
+/// Forks the child and waits until it has exec'ed or reported why not. On any failure
+/// after the fork the child is killed: whatever it got to, it must not outlive a
+/// refused spawn.
+fn fork_child(s: &Session, child: &Child) -> Result<Spawned, SandboxError> {
+    let pipe = || sys::pipe().map_err(|e| spawn_err("pipe", e));
+    let (req_r, req_w) = pipe()?;
+    let (rep_r, rep_w) = pipe()?;
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (status_r, status_w) = pipe()?;
 
     let mut pidfd: libc::c_int = -1;
     // SAFETY: fork-like clone (null stack) of a single-threaded process; CLONE_PIDFD
@@ -324,10 +333,7 @@ fn spawn(s: &Session, lang: Language) -> Result<(i32, [OwnedFd; 5]), SandboxErro
         )
     };
     if pid < 0 {
-        return Err(spawn_err(
-            "cannot fork the driver",
-            std::io::Error::last_os_error(),
-        ));
+        return Err(spawn_err("cannot fork", std::io::Error::last_os_error()));
     }
     if pid == 0 {
         let child_fds = [
@@ -337,56 +343,93 @@ fn spawn(s: &Session, lang: Language) -> Result<(i32, [OwnedFd; 5]), SandboxErro
             req_r.as_raw_fd(),
             rep_w.as_raw_fd(),
         ];
-        driver_child(s, child_fds, status_w.as_raw_fd(), &argv_c, &env_c);
+        driver_child(s, child, child_fds, status_w.as_raw_fd());
     }
     // SAFETY: clone succeeded with CLONE_PIDFD, so pidfd is a new fd we own.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     drop((req_r, rep_w, out_w, err_w, status_w));
-    let status =
-        sys::read_to_end(&status_r).map_err(|e| spawn_err("cannot read the driver's status", e))?;
+    let refuse = |e: SandboxError| {
+        let _ = sys::pidfd_send_signal(&pidfd, libc::SIGKILL);
+        Err(e)
+    };
+    let status = match sys::read_to_end(&status_r) {
+        Ok(status) => status,
+        Err(e) => return refuse(spawn_err("cannot read the child's status", e)),
+    };
     if !status.is_empty() {
         let text = String::from_utf8_lossy(&status);
         let (step, msg) = text.split_once('\0').unwrap_or(("spawn", &text));
-        return Err(SandboxError::from_step(
+        return refuse(SandboxError::from_step(
             step,
-            format!("driver setup failed: {msg}"),
+            format!("process setup failed: {msg}"),
         ));
     }
-    Ok((pid as i32, [req_w, rep_r, out_r, err_r, pidfd]))
+    let fds = SpawnedFds {
+        request_w: req_w,
+        reply_r: rep_r,
+        stdout_r: out_r,
+        stderr_r: err_r,
+        pidfd,
+    };
+    Ok((pid as i32, fds))
 }
 
-/// The forked driver: applies every layer in order, then execs. Any failure is written
+/// The forked child: applies every layer in order, then execs. Any failure is written
 /// to the status pipe and the child exits 127 without exec'ing.
-fn driver_child(
-    s: &Session,
-    fds: [RawFd; 5],
-    status_w: RawFd,
-    argv: &[CString],
-    env: &[CString],
-) -> ! {
-    // Keep the status pipe far above 0..4 so the fd shuffle cannot clobber it.
+fn driver_child(s: &Session, child: &Child, fds: [RawFd; 5], status_w: RawFd) -> ! {
+    // Keep the status pipe far above 0..4 so the fd shuffle cannot clobber it, and at a
+    // known place for close_range.
     // SAFETY: fcntl on an fd we own.
-    let status = unsafe { libc::fcntl(status_w, libc::F_DUPFD_CLOEXEC, 64) };
-    let status = if status < 0 { status_w } else { status };
-    let Err(e) = confine_and_exec(s, fds, status, argv, env);
+    let status = unsafe { libc::fcntl(status_w, libc::F_DUPFD_CLOEXEC, STATUS_FD_MIN) };
+    let result: Result<Infallible, SandboxError> = if status < 0 {
+        Err(fd_err("cannot move the status pipe"))
+    } else {
+        confine_and_exec(s, child, fds, status)
+    };
+    let Err(e) = result;
     let msg = format!("{}\0{}", e.step(), e);
-    let _ = sys::write_all(status, msg.as_bytes());
+    let _ = sys::write_all(if status < 0 { status_w } else { status }, msg.as_bytes());
     // SAFETY: leave the forked child without running init's destructors.
     unsafe { libc::_exit(127) }
 }
+
+/// Where the child's status pipe moves: above the driver's 0..4 and the copies lifted
+/// to 16 and up on the way there.
+const STATUS_FD_MIN: RawFd = 64;
 
 fn fd_err(what: &str) -> SandboxError {
     SandboxError::Fds(format!("{what}: {}", std::io::Error::last_os_error()))
 }
 
+/// Makes the working directory (as the code's user: a symlink planted by the code leads
+/// nowhere the code could not go itself) and enters it.
+fn enter_cwd(cwd: &str) -> Result<(), SandboxError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(cwd)
+        .map_err(|e| SandboxError::Spawn(format!("cannot create the cwd {cwd}: {e}")))?;
+    std::env::set_current_dir(cwd)
+        .map_err(|e| SandboxError::Spawn(format!("cannot chdir to {cwd}: {e}")))
+}
+
 fn confine_and_exec(
     s: &Session,
+    child: &Child,
     fds: [RawFd; 5],
     status: RawFd,
-    argv: &[CString],
-    env: &[CString],
 ) -> Result<Infallible, SandboxError> {
-    // Dispositions set to SIG_IGN survive execve; the driver must start with defaults
+    // First, while inside-root: no process ever runs outside its context's cgroup.
+    s.contexts.join(child.context)?;
+    // The code sees its own cgroup as the root, not the host's path to it.
+    // SAFETY: integer argument.
+    if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } < 0 {
+        return Err(SandboxError::CgroupNamespace(format!(
+            "cannot create a cgroup namespace: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // Dispositions set to SIG_IGN survive execve; the process must start with defaults
     // (Python's subprocess needs SIGCHLD to reap its children).
     // SAFETY: resetting dispositions and the mask; no handlers are installed.
     unsafe {
@@ -413,17 +456,17 @@ fn confine_and_exec(
         // SAFETY: fcntl on fds we own.
         high[i] = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 16) };
         if high[i] < 0 {
-            return Err(fd_err("cannot duplicate a driver fd"));
+            return Err(fd_err("cannot duplicate a child fd"));
         }
     }
     for (target, src) in high.iter().enumerate() {
         // SAFETY: dup2 between fds we own; the copy at `target` is not close-on-exec.
         if unsafe { libc::dup2(*src, target as RawFd) } < 0 {
-            return Err(fd_err("cannot place a driver fd"));
+            return Err(fd_err("cannot place a child fd"));
         }
     }
     // A pipe inode belongs to its creator (init, inside-root) with mode 0600, so once the
-    // driver is `user` it could not reopen its pipes through /proc/self/fd: the
+    // process is `user` it could not reopen its pipes through /proc/self/fd: the
     // JavaScript driver reopens its protocol ends (3, 4) that way to get close-on-exec
     // copies out of its children's reach, and user code opens /dev/stdout and
     // /dev/stderr (links to /proc/self/fd/1 and 2). Hand the four pipes to `user` while we
@@ -431,28 +474,22 @@ fn confine_and_exec(
     for fd in 1..=4 {
         // SAFETY: fchown on fds 1..4, the pipes dup2 just placed; integer arguments.
         if unsafe { libc::fchown(fd, SANDBOX_UID, SANDBOX_GID) } < 0 {
-            return Err(fd_err(&format!("cannot give driver fd {fd} to user")));
+            return Err(fd_err(&format!("cannot give fd {fd} to user")));
         }
     }
-    std::env::set_current_dir(HOME)
-        .map_err(|e| SandboxError::Spawn(format!("cannot chdir to {HOME}: {e}")))?;
 
     resource_limits::apply(&s.config)?;
     credentials::drop_to_user()?;
     crate::landlock::restrict(&s.policy)?;
+    enter_cwd(child.cwd)?;
 
-    // Only fds 0..4 (and the close-on-exec status pipe) may reach the driver.
-    // SAFETY: close_range on ranges of our own fd table.
+    // Only fds 0..4 (and the close-on-exec status pipe) may reach the code: this closes
+    // the session's cgroup directory fds, the control socket's copies and every other
+    // fd of init's.
+    // SAFETY: close_range on ranges of our own fd table; status >= STATUS_FD_MIN > 5.
     unsafe {
-        if status > 5 && libc::syscall(libc::SYS_close_range, 5u32, (status - 1) as u32, 0u32) < 0 {
-            return Err(fd_err("close_range"));
-        }
-        if libc::syscall(
-            libc::SYS_close_range,
-            (status.max(4) + 1) as u32,
-            u32::MAX,
-            0u32,
-        ) < 0
+        if libc::syscall(libc::SYS_close_range, 5u32, (status - 1) as u32, 0u32) < 0
+            || libc::syscall(libc::SYS_close_range, (status + 1) as u32, u32::MAX, 0u32) < 0
         {
             return Err(fd_err("close_range"));
         }
@@ -460,15 +497,15 @@ fn confine_and_exec(
 
     seccomp::apply(&s.seccomp)?;
 
-    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    let mut argv_p: Vec<*const libc::c_char> = child.argv.iter().map(|a| a.as_ptr()).collect();
     argv_p.push(std::ptr::null());
-    let mut env_p: Vec<*const libc::c_char> = env.iter().map(|a| a.as_ptr()).collect();
+    let mut env_p: Vec<*const libc::c_char> = child.env.iter().map(|a| a.as_ptr()).collect();
     env_p.push(std::ptr::null());
     // SAFETY: argv/env are NULL-terminated arrays of NUL-terminated strings alive for the call.
     unsafe { libc::execve(argv_p[0], argv_p.as_ptr(), env_p.as_ptr()) };
     Err(SandboxError::Exec(format!(
         "cannot execute {}: {}",
-        argv[0].to_string_lossy(),
+        child.argv[0].to_string_lossy(),
         std::io::Error::last_os_error()
     )))
 }
@@ -477,66 +514,71 @@ fn confine_and_exec(
 mod tests {
     use super::*;
 
-    fn cfg() -> Config {
-        serde_json::from_value(serde_json::json!({
-            "sessionId": "x", "memoryBytes": 1u64 << 30, "maxProcesses": 8, "runtimesDir": "/r",
-            "pythonExecutable": "/usr/bin/python3", "env": {"FOO": "bar", "LANG": "en_US.UTF-8"}
-        }))
-        .unwrap()
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
-    fn stat_parsing_survives_odd_comms() {
-        let stat = "4242 (a) b (c)) d) S 1 4242 4241 0 -1 4194560 100 0 0 0";
-        assert_eq!(parse_stat(stat), Some(('S', 4241)));
-        assert_eq!(parse_stat("7 (sleep) Z 3 5 5 0"), Some(('Z', 5)));
-        assert_eq!(parse_stat("7 (x)"), None);
-        assert_eq!(parse_stat("garbage"), None);
-        let own = std::fs::read_to_string("/proc/self/stat").unwrap();
-        // SAFETY: no arguments.
+    fn env_is_base_then_config_then_request() {
         assert_eq!(
-            parse_stat(&own).map(|s| s.1),
-            Some(unsafe { libc::getsid(0) })
-        );
-    }
-
-    #[test]
-    fn kill_rejects_init_and_non_positive_pids() {
-        for pid in [1, 0, -5, i64::from(i32::MAX) + 1] {
-            assert_eq!(kill_session(pid).unwrap_err().step(), "protocol", "{pid}");
-        }
-    }
-
-    #[test]
-    fn argv_per_language() {
-        let c = cfg();
-        assert_eq!(
-            driver_argv(&c, Language::Python).unwrap(),
-            [
-                "/usr/bin/python3",
-                "-I",
-                "-u",
-                "/opt/codebay/runtimes/python/driver.py"
-            ]
-        );
-        assert_eq!(
-            driver_argv(&c, Language::Javascript).unwrap_err().step(),
-            "spawn"
-        );
-    }
-
-    #[test]
-    fn env_is_exactly_the_documented_set() {
-        let env = driver_env(&cfg());
-        assert_eq!(
-            env,
+            process_env(
+                &env(&[("FOO", "bar"), ("LANG", "en_US.UTF-8"), ("X", "config")]),
+                &env(&[("X", "request"), ("Y", "1")])
+            ),
             [
                 "FOO=bar",
                 "HOME=/home/user",
                 "LANG=en_US.UTF-8",
                 "PATH=/usr/local/bin:/usr/bin:/bin",
-                "PYTHONUNBUFFERED=1",
+                "X=request",
+                "Y=1",
             ]
         );
+        assert_eq!(
+            process_env(&env(&[]), &env(&[])),
+            [
+                "HOME=/home/user",
+                "LANG=C.UTF-8",
+                "PATH=/usr/local/bin:/usr/bin:/bin"
+            ]
+        );
+    }
+
+    #[test]
+    fn spawn_requests_are_checked_before_anything_is_made() {
+        let sh = vec!["/bin/sh".to_string()];
+        check_spawn("ctx-1", &sh, &env(&[]), "/home/user/p").unwrap();
+        check_spawn("ctx-1", &sh, &env(&[]), "/tmp").unwrap();
+        for context in ["", "../x", "A", "_init", "a/b"] {
+            let e = check_spawn(context, &sh, &env(&[]), "/tmp").unwrap_err();
+            assert_eq!(e.step(), "protocol", "{context:?}");
+        }
+        for (argv, cwd, env, why) in [
+            (vec![], "/tmp", env(&[]), "argv is empty"),
+            (vec!["sh".to_string()], "/tmp", env(&[]), "absolute"),
+            (
+                vec!["/bin/../bin/sh".to_string()],
+                "/tmp",
+                env(&[]),
+                "absolute",
+            ),
+            (
+                vec!["/nonexistent/x".to_string()],
+                "/tmp",
+                env(&[]),
+                "/nonexistent/x is not visible",
+            ),
+            (sh.clone(), "/etc", env(&[]), "cwd"),
+            (sh.clone(), "home/user", env(&[]), "cwd"),
+            (sh.clone(), "/home/user/../x", env(&[]), "cwd"),
+            (sh.clone(), "/tmp", env(&[("A=B", "x")]), "env"),
+        ] {
+            let e = check_spawn("ctx-1", &argv, &env, cwd).unwrap_err();
+            assert_eq!(e.step(), "spawn", "{argv:?} {cwd}");
+            assert!(e.to_string().contains(why), "{e}");
+        }
     }
 }

@@ -1,6 +1,18 @@
 //! The `codebay-sandbox` helper: one process per session that builds the sandbox
 //! (namespaces, cgroups, mounts, credentials, Landlock, seccomp) and serves the
-//! addon's control socket. See docs/internals.md for the contract.
+//! engine's control socket. The messages are `codebay_protocol::helper`'s; see
+//! docs/internals.md for the contract.
+//!
+//! - [`supervisor`] (outside): config, kernel check, the session's cgroups (limits, and
+//!   the directories delegated to init), clone, id maps; at the end, removes every
+//!   cgroup of the session, contexts included.
+//! - [`init`] (pid 1 inside): mounts, then serves `spawn` (any argv, in a new cgroup of
+//!   its own named by the request's context, fully confined before exec) and `kill`
+//!   (every process of a context's cgroup, wherever they moved in the process tree).
+//!
+//! The helper knows no language: the engine says what to execute. As a library it
+//! also gives the engine the one SCM_RIGHTS implementation both sides use,
+//! [`sys::send_with_fds`] and [`sys::recv_with_fds`].
 //!
 //! Each isolation layer lives in its own module so it can be reasoned about and
 //! unit-tested alone, in the spirit of Firecracker's jailer.

@@ -13,7 +13,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::config::Config;
+use codebay_protocol::helper::{HOME, RUNTIMES_INSIDE};
+use codebay_protocol::SandboxConfig;
+
 use crate::namespaces::{SANDBOX_GID, SANDBOX_UID};
 use crate::sys::{self, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 use crate::SandboxError;
@@ -21,8 +23,6 @@ use crate::SandboxError;
 /// Where the new root is assembled in init's private copy of the host tree. Any existing
 /// directory works: sources were opened before it is covered.
 const ASSEMBLY_POINT: &str = "/tmp";
-pub const RUNTIMES_INSIDE: &str = "/opt/codebay/runtimes";
-pub const HOME: &str = "/home/user";
 pub const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom"];
 const SHM_BYTES: u64 = 64 * 1024 * 1024;
 pub const HOSTNAME: &str = "codebay";
@@ -118,7 +118,7 @@ fn detach(path: &Path, attrs: u64) -> Result<Source, SandboxError> {
 }
 
 /// Supervisor side: resolve and detach every source, read the small /etc files.
-pub fn prepare(c: &Config) -> Result<MountPlan, SandboxError> {
+pub fn prepare(c: &SandboxConfig) -> Result<MountPlan, SandboxError> {
     let ro = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
     let mut binds = Vec::new();
     let mut symlinks = Vec::new();

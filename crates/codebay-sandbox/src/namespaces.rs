@@ -78,6 +78,16 @@ pub fn id_maps(host_euid: u32, host_egid: u32) -> IdMaps {
     }
 }
 
+/// The host ids init runs as, its inside id seen from outside: the owner the session's
+/// cgroup directories are delegated to.
+pub fn init_host_ids(host_euid: u32, host_egid: u32) -> (u32, u32) {
+    if host_euid == 0 {
+        (HOST_ID_BASE, HOST_ID_BASE)
+    } else {
+        (host_euid, host_egid)
+    }
+}
+
 pub fn write_id_maps(pid: libc::pid_t, maps: &IdMaps) -> Result<(), SandboxError> {
     let proc = format!("/proc/{pid}");
     let w = |file: &str, content: &str| {
@@ -103,6 +113,7 @@ mod tests {
         assert_eq!(m.uid_map, "0 1000000 65536\n");
         assert_eq!(m.gid_map, "0 1000000 65536\n");
         assert!(!m.deny_setgroups);
+        assert_eq!(init_host_ids(0, 0), (HOST_ID_BASE, HOST_ID_BASE));
     }
 
     #[test]
@@ -111,6 +122,7 @@ mod tests {
         assert_eq!(m.uid_map, "1000 1234 1\n");
         assert_eq!(m.gid_map, "1000 99 1\n");
         assert!(m.deny_setgroups);
+        assert_eq!(init_host_ids(1234, 99), (1234, 99));
     }
 
     #[test]

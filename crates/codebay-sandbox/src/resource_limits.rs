@@ -1,9 +1,9 @@
 //! Per-process rlimits of the driver; the cgroup bounds the session as a whole.
 
-use crate::config::Config;
 use crate::SandboxError;
+use codebay_protocol::SandboxConfig;
 
-pub fn limits(c: &Config) -> Vec<(libc::__rlimit_resource_t, &'static str, u64)> {
+pub fn limits(c: &SandboxConfig) -> Vec<(libc::__rlimit_resource_t, &'static str, u64)> {
     vec![
         (libc::RLIMIT_NOFILE, "NOFILE", c.max_open_files),
         (libc::RLIMIT_FSIZE, "FSIZE", c.max_file_bytes),
@@ -12,7 +12,7 @@ pub fn limits(c: &Config) -> Vec<(libc::__rlimit_resource_t, &'static str, u64)>
     ]
 }
 
-pub fn apply(c: &Config) -> Result<(), SandboxError> {
+pub fn apply(c: &SandboxConfig) -> Result<(), SandboxError> {
     for (res, name, value) in limits(c) {
         let lim = libc::rlimit {
             rlim_cur: value,
@@ -35,8 +35,10 @@ mod tests {
 
     #[test]
     fn limits_follow_config() {
-        let c: Config = serde_json::from_value(serde_json::json!({
-            "sessionId": "x", "memoryBytes": 1u64 << 30, "maxProcesses": 8, "runtimesDir": "/r",
+        let c: SandboxConfig = serde_json::from_value(serde_json::json!({
+            "sessionId": "x", "memoryBytes": 1u64 << 30, "maxProcesses": 8, "cpuCores": null,
+            "network": false, "workspaceBytes": 1u64 << 20, "tmpBytes": 1u64 << 20,
+            "readOnlyPaths": [], "runtimesDir": "/r", "env": {},
             "maxOpenFiles": 256, "maxFileBytes": 1024
         }))
         .unwrap();

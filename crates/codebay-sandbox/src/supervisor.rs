@@ -1,14 +1,18 @@
 //! The supervisor: the helper's original process, outside the sandbox. Reads the config,
-//! checks the kernel, prepares cgroups and mount sources, clones init into the new
-//! namespaces, writes its cgroup membership and id maps, releases it, waits for it and
-//! then removes everything it created.
+//! checks the kernel, prepares the mount sources and the session's cgroups (limits set,
+//! the directories delegated to init's host ids, a directory fd of each for init to
+//! inherit), clones init into the new namespaces, places it in the session's cgroups
+//! (a leaf beside the contexts on cgroup2), writes its id maps, releases it, waits for
+//! it and then removes everything it created, context cgroups included.
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use crate::cgroup::{self, SessionCgroups};
+use codebay_protocol::{HelperReply, SandboxConfig};
+
+use crate::cgroup::{self, ContextCgroups, SessionCgroups};
 use crate::init::{self, InitContext};
-use crate::protocol::{self, CgroupInfo, Reply, CONTROL_FD};
+use crate::protocol::{self, CONTROL_FD};
 use crate::{config, kernel_check, mounts, namespaces, seccomp, sys, SandboxError};
 
 static INIT_PID: AtomicI32 = AtomicI32::new(0);
@@ -22,19 +26,20 @@ extern "C" fn forward_kill(_sig: libc::c_int) {
 }
 
 fn fail(e: &SandboxError) -> i32 {
-    let _ = protocol::send(CONTROL_FD, &Reply::error(None, e), &[]);
+    let _ = protocol::send(CONTROL_FD, &protocol::error_reply(None, e), &[]);
     1
 }
 
 pub fn run() -> i32 {
-    // SAFETY: SIG_IGN for SIGPIPE so a vanished addon gives EPIPE, not death.
+    // SAFETY: SIG_IGN for SIGPIPE so a vanished engine gives EPIPE, not death.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    let msg = match protocol::recv(CONTROL_FD) {
+    let mut buf = protocol::buffer();
+    let msg = match protocol::recv(CONTROL_FD, &mut buf) {
         Ok(Some(m)) => m,
         Ok(None) => return 1,
         Err(e) => return fail(&e),
     };
-    let config = match config::parse(&msg) {
+    let config = match config::parse(msg) {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
@@ -57,28 +62,37 @@ pub fn run() -> i32 {
         Ok(cg) => cg,
         Err(e) => return fail(&e),
     };
-    let code = run_session(config, plan, seccomp, &cg);
+    let code = match delegate(&cg) {
+        Ok((ready, contexts)) => run_session(config, plan, seccomp, &cg, ready, contexts),
+        Err(e) => fail(&e),
+    };
     cg.destroy();
     code
 }
 
+/// Hands the session's cgroups to init's host ids and opens the directory fds init
+/// inherits; returns them with the `ready` reply that names the directories.
+fn delegate(cg: &SessionCgroups) -> Result<(HelperReply, ContextCgroups), SandboxError> {
+    // SAFETY: geteuid/getegid have no preconditions.
+    let (uid, gid) =
+        namespaces::init_host_ids(unsafe { libc::geteuid() }, unsafe { libc::getegid() });
+    cg.delegate(uid, gid)?;
+    let ready = HelperReply::Ready { cgroup: cg.info()? };
+    Ok((ready, cg.open()?))
+}
+
 fn run_session(
-    config: config::Config,
+    config: SandboxConfig,
     plan: mounts::MountPlan,
     seccomp: Vec<seccompiler::BpfProgram>,
     cg: &SessionCgroups,
+    ready: HelperReply,
+    contexts: ContextCgroups,
 ) -> i32 {
     let pipes = sys::pipe().and_then(|a| sys::pipe().map(|b| (a, b)));
     let ((release_r, release_w), (report_r, report_w)) = match pipes {
         Ok(p) => p,
         Err(e) => return fail(&SandboxError::Init(format!("cannot create pipes: {e}"))),
-    };
-    let ready = Reply::Ready {
-        cgroup: CgroupInfo {
-            version: cg.version,
-            dirs: cg.dirs.clone(),
-        },
-        memory_events: cg.memory_events.clone(),
     };
     // Decided before clone: in the child, until the supervisor writes the id maps, every
     // id reads as the overflow id, so asking there would always pick the unprivileged
@@ -104,17 +118,19 @@ fn run_session(
                 ready,
                 release_r,
                 inside_id,
+                contexts,
             },
             report_w,
         );
     }
     INIT_PID.store(pid, Ordering::Relaxed);
-    drop((release_r, report_w, plan));
+    // Only init works in the context cgroups; the supervisor cleans up by path.
+    drop((release_r, report_w, plan, contexts));
 
     // SAFETY: geteuid/getegid have no preconditions.
     let maps = namespaces::id_maps(unsafe { libc::geteuid() }, unsafe { libc::getegid() });
     let prepared = cg
-        .add_pid(pid)
+        .add_init(pid)
         .and_then(|()| namespaces::write_id_maps(pid, &maps));
     if let Err(e) = prepared {
         // SAFETY: pid is our child.

@@ -1,20 +1,31 @@
-//! End-to-end: spawn the helper with a SEQPACKET socketpair as fd 0, as the addon does.
+//! End-to-end: spawn the helper with a SEQPACKET socketpair as fd 0, as the engine does,
+//! and judge what it built from the host side (cgroup files, /proc of the host).
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use codebay_sandbox::protocol;
+use codebay_protocol::helper::MAX_MESSAGE_BYTES;
+use codebay_protocol::{CgroupInfo, HelperReply, HelperRequest, SandboxConfig, SpawnedFds};
+use codebay_sandbox::sys;
 
-const STUB_DRIVER: &str = r#"
+/// Init's cgroup leaf in cgroup2 hierarchies (not a context).
+const INIT_LEAF: &str = codebay_sandbox::cgroup::INIT_LEAF;
+/// Inside uid 1000 seen from the host, for a root supervisor's id map.
+const HOST_USER: u32 = codebay_sandbox::namespaces::HOST_ID_BASE + 1000;
+
+const STUB: &str = r#"
 import os, sys, json
 info = {"uid": os.getuid(), "gid": os.getgid(), "cwd": os.getcwd(), "pid": os.getpid(),
         "fds": sorted(int(f) for f in os.listdir("/proc/self/fd")),
         "status": {l.split(":")[0]: l.split(":")[1].strip() for l in open("/proc/self/status")
                    if l.split(":")[0] in ("NoNewPrivs", "CapEff", "CapPrm", "Seccomp")},
+        "cgroup": open("/proc/self/cgroup").read().splitlines(),
         "root": sorted(os.listdir("/")), "env": dict(os.environ)}
 def attempt(f):
     try:
@@ -38,16 +49,19 @@ info["ps"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
 print("hello from stdout", flush=True)
 print("hello from stderr", file=sys.stderr, flush=True)
 r = os.fdopen(3, "rb"); w = os.fdopen(4, "wb")
-children = []
 for line in r:
     req = json.loads(line)
-    if req.get("code") == "spawn_sleep":
-        import subprocess
-        children.append(subprocess.Popen(["sleep", "1000"]))
-    ps_now = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
-    w.write((json.dumps({"id": req["id"], "echo": req, "info": info, "ps_now": ps_now,
-                         "children": [c.pid for c in children]}) + "\n").encode()); w.flush()
+    w.write((json.dumps({"id": req["id"], "info": info}) + "\n").encode()); w.flush()
 "#;
+
+fn is_root() -> bool {
+    // SAFETY: no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("skipping: needs root for cgroups");
+    }
+    root
+}
 
 fn python() -> Option<(String, Vec<String>)> {
     let pyenv = "/root/.pyenv/versions/3.11.7";
@@ -59,17 +73,41 @@ fn python() -> Option<(String, Vec<String>)> {
         .then(|| ("/usr/bin/python3".to_owned(), vec![]))
 }
 
-fn start(config: &serde_json::Value) -> (OwnedFd, std::process::Child) {
-    start_under(config, None)
+fn runtimes_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("codebay-sandbox-it-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("stub.py"), STUB).unwrap();
+    dir
+}
+
+fn config(tag: &str, runtimes: &Path, ro: &[String]) -> SandboxConfig {
+    SandboxConfig {
+        session_id: format!("it-{tag}-{}", std::process::id()),
+        memory_bytes: 256 << 20,
+        max_processes: 32,
+        cpu_cores: Some(1.0),
+        network: false,
+        workspace_bytes: 16 << 20,
+        tmp_bytes: 16 << 20,
+        read_only_paths: ro.to_vec(),
+        runtimes_dir: runtimes.to_str().unwrap().into(),
+        env: [("FOO".to_string(), "bar".to_string())].into(),
+        max_open_files: 256,
+        max_file_bytes: 1 << 20,
+    }
+}
+
+fn start(config: &SandboxConfig) -> (OwnedFd, std::process::Child) {
+    start_under(&serde_json::to_vec(config).unwrap(), None)
 }
 
 /// Starts the helper, under `kernel_without` when given: a seccomp filter installed
 /// between fork and exec that makes the kernel look as if it lacked a feature.
 fn start_under(
-    config: &serde_json::Value,
+    config: &[u8],
     kernel_without: Option<seccompiler::BpfProgram>,
 ) -> (OwnedFd, std::process::Child) {
-    let (ours, theirs) = codebay_sandbox::sys::seqpacket_pair().unwrap();
+    let (ours, theirs) = sys::seqpacket_pair().unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_codebay-sandbox"));
     if let Some(program) = kernel_without {
         // SAFETY: the closure runs between fork and exec and only makes two syscalls
@@ -105,39 +143,153 @@ fn start_under(
         .process_group(0)
         .spawn()
         .unwrap();
-    use std::os::fd::AsRawFd;
-    protocol::send_raw(ours.as_raw_fd(), config.to_string().as_bytes(), &[]).unwrap();
+    sys::send_with_fds(ours.as_raw_fd(), config, &[]).unwrap();
     (ours, child)
 }
 
-fn recv_json(fd: &OwnedFd) -> (serde_json::Value, Vec<OwnedFd>) {
-    use std::os::fd::AsRawFd;
-    let (body, fds) = protocol::recv_with_fds(fd.as_raw_fd()).unwrap();
-    // SAFETY: the fds arrived via SCM_RIGHTS and are ours.
-    let fds = fds
-        .into_iter()
-        .map(|f| unsafe { OwnedFd::from_raw_fd(f) })
+fn recv(sock: &OwnedFd) -> (HelperReply, Vec<OwnedFd>) {
+    let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
+    let (n, fds) = sys::recv_with_fds(sock.as_raw_fd(), &mut buf).unwrap();
+    assert!(n > 0, "the helper closed the control socket");
+    let reply = serde_json::from_slice(&buf[..n])
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&buf[..n])));
+    (reply, fds)
+}
+
+fn ask(sock: &OwnedFd, req: &HelperRequest) -> (HelperReply, Vec<OwnedFd>) {
+    let body = serde_json::to_vec(req).unwrap();
+    sys::send_with_fds(sock.as_raw_fd(), &body, &[]).unwrap();
+    recv(sock)
+}
+
+fn ready(sock: &OwnedFd) -> CgroupInfo {
+    match recv(sock).0 {
+        HelperReply::Ready { cgroup } => cgroup,
+        other => panic!("not ready: {other:?}"),
+    }
+}
+
+/// A spawned process as the engine holds it.
+#[derive(Debug)]
+struct Proc {
+    /// In the sandbox's pid namespace.
+    pid: i32,
+    /// In ours.
+    host_pid: i32,
+    fds: SpawnedFds<OwnedFd>,
+}
+
+/// Whether the process of `pidfd` ends within `ms`: a pidfd polls readable at exit.
+fn exited_within(pidfd: &OwnedFd, ms: i32) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: pfd is a valid pollfd.
+    unsafe { libc::poll(&mut pfd, 1, ms) == 1 }
+}
+
+impl Proc {
+    fn exited_within(&self, ms: i32) -> bool {
+        exited_within(&self.fds.pidfd, ms)
+    }
+
+    fn stdout(self) -> String {
+        let mut out = String::new();
+        std::fs::File::from(self.fds.stdout_r)
+            .read_to_string(&mut out)
+            .unwrap();
+        out
+    }
+}
+
+/// The pid a pidfd names, in the reader's (the host's) pid namespace.
+fn host_pid(pidfd: &OwnedFd) -> i32 {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd())).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn spawn_request(id: u64, context: &str, argv: &[&str], cwd: &str) -> HelperRequest {
+    HelperRequest::Spawn {
+        id,
+        context: context.into(),
+        argv: argv.iter().map(|a| a.to_string()).collect(),
+        env: BTreeMap::new(),
+        cwd: cwd.into(),
+    }
+}
+
+fn spawn_with(sock: &OwnedFd, req: &HelperRequest) -> Result<Proc, (String, String)> {
+    let HelperRequest::Spawn { id: asked, .. } = req else {
+        unreachable!()
+    };
+    match ask(sock, req) {
+        (HelperReply::Spawned { id, pid }, fds) => {
+            assert_eq!(id, *asked);
+            let fds = SpawnedFds::from_vec(fds).expect("five descriptors");
+            Ok(Proc {
+                pid,
+                host_pid: host_pid(&fds.pidfd),
+                fds,
+            })
+        }
+        (HelperReply::Error { id, step, message }, fds) => {
+            assert_eq!(id, Some(*asked), "{step}: {message}");
+            assert!(fds.is_empty());
+            Err((step, message))
+        }
+        (other, _) => panic!("{other:?}"),
+    }
+}
+
+fn spawn(sock: &OwnedFd, id: u64, context: &str, argv: &[&str]) -> Proc {
+    spawn_with(sock, &spawn_request(id, context, argv, "/home/user"))
+        .unwrap_or_else(|e| panic!("spawn {argv:?}: {e:?}"))
+}
+
+fn kill(sock: &OwnedFd, id: u64, context: &str, keep_pid: Option<i32>) -> HelperReply {
+    let req = HelperRequest::Kill {
+        id,
+        context: context.into(),
+        keep_pid,
+    };
+    ask(sock, &req).0
+}
+
+/// Host pids in `<dir>/<context>/cgroup.procs`.
+fn procs(dir: &str, context: &str) -> Vec<i32> {
+    let text = std::fs::read_to_string(Path::new(dir).join(context).join("cgroup.procs"))
+        .unwrap_or_else(|e| panic!("{dir}/{context}: {e}"));
+    let mut v: Vec<i32> = text.lines().map(|l| l.parse().unwrap()).collect();
+    v.sort();
+    v
+}
+
+/// The cgroups below a session directory, init's leaf aside.
+fn contexts_in(dir: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().unwrap().is_dir())
+        .map(|e| e.file_name().into_string().unwrap())
+        .filter(|n| n != INIT_LEAF)
         .collect();
-    (
-        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-        fds,
-    )
+    v.sort();
+    v
 }
 
-fn config(session: &str, runtimes: &Path, py: &str, ro: &[String]) -> serde_json::Value {
-    serde_json::json!({
-        "sessionId": session, "memoryBytes": 256u64 << 20, "maxProcesses": 32, "cpuCores": 1.0,
-        "network": false, "workspaceBytes": 16u64 << 20, "tmpBytes": 16u64 << 20,
-        "readOnlyPaths": ro, "runtimesDir": runtimes, "pythonExecutable": py,
-        "nodeExecutable": "/usr/bin/node", "env": {"FOO": "bar"}, "maxOpenFiles": 256, "maxFileBytes": 1u64 << 20
-    })
-}
-
-fn runtimes_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("codebay-sandbox-it-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("python")).unwrap();
-    std::fs::write(dir.join("python/driver.py"), STUB_DRIVER).unwrap();
-    dir
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
@@ -151,270 +303,424 @@ fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
     }
 }
 
+/// Ends the session as the engine does (closing its end) and checks that nothing of it
+/// is left in any hierarchy.
+fn close(sock: OwnedFd, mut child: std::process::Child, info: &CgroupInfo) {
+    drop(sock);
+    let status = wait_exit(&mut child);
+    assert!(status.success(), "{status:?}");
+    for d in &info.dirs {
+        assert!(!Path::new(d).exists(), "cgroup {d} left behind");
+    }
+}
+
 #[test]
 fn full_session_lifecycle() {
-    // SAFETY: no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping: needs root for cgroups");
+    if !is_root() {
         return;
     }
     let Some((py, ro)) = python() else { return };
     let rt = runtimes_dir("life");
-    let session = format!("it-{}", std::process::id());
-    let (sock, mut child) = start(&config(&session, &rt, &py, &ro));
+    let cfg = config("life", &rt, &ro);
+    let (sock, child) = start(&cfg);
+    let info = ready(&sock);
+    assert_eq!(
+        info.version, 1,
+        "this host has v1 memory/pids and a bare unified v2"
+    );
+    for d in &info.dirs {
+        assert!(d.ends_with(&format!("/codebay/{}", cfg.session_id)), "{d}");
+        assert!(Path::new(d).is_dir(), "{d}");
+    }
+    assert!(info.dirs.contains(&info.memory) && info.dirs.contains(&info.pids));
+    assert!(
+        info.memory.starts_with("/sys/fs/cgroup/memory/"),
+        "{info:?}"
+    );
+    assert!(info.pids.starts_with("/sys/fs/cgroup/pids/"), "{info:?}");
 
-    let (ready, _) = recv_json(&sock);
-    assert_eq!(ready["type"], "ready", "{ready}");
-    let dirs: Vec<PathBuf> = ready["cgroup"]["dirs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_str().unwrap().into())
-        .collect();
-    assert!(dirs.iter().all(|d| d.is_dir()));
-    assert!(Path::new(ready["memoryEvents"].as_str().unwrap()).exists());
+    let p = spawn(
+        &sock,
+        7,
+        "main",
+        &[&py, "-I", "-u", "/opt/codebay/runtimes/stub.py"],
+    );
+    // From the host: the process is in its context's cgroup in every hierarchy, and
+    // the context's event files are there for the engine to read.
+    for d in &info.dirs {
+        assert_eq!(procs(d, "main"), [p.host_pid], "{d}");
+    }
+    assert!(info.memory_events("main").exists());
+    assert!(info.pids_events("main").exists());
+    assert!(info.pids_current("main").exists());
 
-    use std::os::fd::AsRawFd;
-    protocol::send_raw(
-        sock.as_raw_fd(),
-        br#"{"type":"spawn","id":7,"language":"python"}"#,
-        &[],
-    )
-    .unwrap();
-    let (spawned, mut fds) = recv_json(&sock);
-    assert_eq!(spawned["type"], "spawned", "{spawned}");
-    assert_eq!(spawned["id"], 7);
-    assert_eq!(fds.len(), 5);
-    let pidfd = fds.pop().unwrap();
-    let stderr = std::fs::File::from(fds.pop().unwrap());
-    let stdout = std::fs::File::from(fds.pop().unwrap());
-    let reply = std::fs::File::from(fds.pop().unwrap());
-    let mut request = std::fs::File::from(fds.pop().unwrap());
-
-    request
-        .write_all(b"{\"id\": 1, \"code\": \"1+1\"}\n")
-        .unwrap();
+    let Proc { pid, fds, .. } = p;
+    let mut request = std::fs::File::from(fds.request_w);
+    request.write_all(b"{\"id\": 1}\n").unwrap();
     let mut line = String::new();
-    BufReader::new(reply).read_line(&mut line).unwrap();
+    BufReader::new(std::fs::File::from(fds.reply_r))
+        .read_line(&mut line)
+        .unwrap();
     let r: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(r["id"], 1);
-    let info = &r["info"];
-    assert_eq!(info["uid"], 1000);
-    assert_eq!(info["gid"], 1000);
-    assert_eq!(info["cwd"], "/home/user");
-    assert_eq!(
-        info["fds"],
-        serde_json::json!([0, 1, 2, 3, 4, 5]),
-        "5 = listdir's own fd"
-    ); // 0..4 + listdir
-    assert_eq!(info["status"]["NoNewPrivs"], "1");
-    assert_eq!(info["status"]["CapEff"], "0000000000000000");
-    assert_eq!(info["status"]["CapPrm"], "0000000000000000");
-    assert_eq!(info["status"]["Seccomp"], "2");
-    assert_eq!(info["write_home"], "ok");
-    assert_eq!(info["write_tmp"], "ok");
-    assert_ne!(info["write_usr"], "ok");
-    assert_ne!(info["write_etc"], "ok");
-    assert_eq!(info["netlink"], libc::EPERM);
-    assert_ne!(info["tcp_connect"], "ok");
-    assert_eq!(info["unshare"], libc::EPERM);
-    assert_eq!(info["mount"], libc::EPERM);
-    // Only the driver is visible: a fresh pid namespace, and hidepid=2 hides init.
-    assert_eq!(info["ps"], serde_json::json!([info["pid"]]));
-    let root: Vec<&str> = info["root"]
+    let info_in = &r["info"];
+    assert_eq!(info_in["pid"], pid);
+    assert_eq!(info_in["uid"], 1000);
+    assert_eq!(info_in["gid"], 1000);
+    assert_eq!(info_in["cwd"], "/home/user");
+    // 0..4 and listdir's own; no cgroup directory fd or anything else of init's.
+    assert_eq!(info_in["fds"], serde_json::json!([0, 1, 2, 3, 4, 5]));
+    assert_eq!(info_in["status"]["NoNewPrivs"], "1");
+    assert_eq!(info_in["status"]["CapEff"], "0000000000000000");
+    assert_eq!(info_in["status"]["CapPrm"], "0000000000000000");
+    assert_eq!(info_in["status"]["Seccomp"], "2");
+    // Its own cgroup namespace: the code sees its cgroup as the root, not the host path.
+    let cgroups = info_in["cgroup"].as_array().unwrap();
+    assert!(!cgroups.is_empty());
+    for l in cgroups {
+        assert!(l.as_str().unwrap().ends_with(":/"), "{cgroups:?}");
+    }
+    assert_eq!(info_in["write_home"], "ok");
+    assert_eq!(info_in["write_tmp"], "ok");
+    assert_ne!(info_in["write_usr"], "ok");
+    assert_ne!(info_in["write_etc"], "ok");
+    assert_eq!(info_in["netlink"], libc::EPERM);
+    assert_ne!(info_in["tcp_connect"], "ok");
+    assert_eq!(info_in["unshare"], libc::EPERM);
+    assert_eq!(info_in["mount"], libc::EPERM);
+    // Only the process itself is visible: a fresh pid namespace, and hidepid=2 hides init.
+    assert_eq!(info_in["ps"], serde_json::json!([pid]));
+    let root: Vec<&str> = info_in["root"]
         .as_array()
         .unwrap()
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    for hidden in ["var", "srv", "run", "mnt"] {
+    for hidden in ["var", "srv", "run", "mnt", "sys"] {
         assert!(!root.contains(&hidden), "/{hidden} visible: {root:?}");
     }
-    let env = info["env"].as_object().unwrap();
-    let mut keys: Vec<&str> = env.keys().map(|k| k.as_str()).collect();
-    keys.sort();
-    // LC_CTYPE is added by Python itself at startup (PEP 538 C-locale coercion does not
-    // apply to C.UTF-8, but keep the check tolerant of interpreter additions).
+    let mut keys: Vec<&str> = info_in["env"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    // Python may add LC_CTYPE at startup (PEP 538); the rest is exactly ours.
     keys.retain(|k| *k != "LC_CTYPE");
-    assert_eq!(keys, ["FOO", "HOME", "LANG", "PATH", "PYTHONUNBUFFERED"]);
+    assert_eq!(keys, ["FOO", "HOME", "LANG", "PATH"]);
 
-    let mut out = String::new();
-    let mut err = String::new();
-    drop(request); // driver sees EOF and exits, closing its stdout/stderr
-    (&stdout).read_to_string(&mut out).unwrap();
-    (&stderr).read_to_string(&mut err).unwrap();
-    assert_eq!(out, "hello from stdout\n");
-    assert_eq!(err, "hello from stderr\n");
-
-    // The pidfd reports the driver's exit.
-    let mut pfd = libc::pollfd {
-        fd: pidfd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
+    drop(request); // the stub sees EOF and exits, closing its stdout/stderr
+    let read = |f: OwnedFd| {
+        let mut text = String::new();
+        std::fs::File::from(f).read_to_string(&mut text).unwrap();
+        text
     };
-    // SAFETY: pfd is a valid pollfd.
-    assert_eq!(unsafe { libc::poll(&mut pfd, 1, 5000) }, 1);
+    assert_eq!(read(fds.stdout_r), "hello from stdout\n");
+    assert_eq!(read(fds.stderr_r), "hello from stderr\n");
+    assert!(
+        exited_within(&fds.pidfd, 5000),
+        "the pidfd did not report the exit"
+    );
 
-    // Unknown language → error for that id, session still usable.
-    protocol::send_raw(
-        sock.as_raw_fd(),
-        br#"{"type":"spawn","id":8,"language":"javascript"}"#,
-        &[],
-    )
-    .unwrap();
-    let (r8, _) = recv_json(&sock);
-    assert!(r8["type"] == "spawned" || r8["type"] == "error", "{r8}");
-    assert_eq!(r8["id"], 8);
-
-    kill_request_kills_the_whole_driver_session(&sock);
-
-    drop(sock);
-    let status = wait_exit(&mut child);
-    assert!(status.success(), "{status:?}");
-    for d in &dirs {
-        assert!(!d.exists(), "cgroup {} left behind", d.display());
-    }
+    close(sock, child, &info);
     let _ = std::fs::remove_dir_all(rt);
 }
 
-/// Spawns a stub driver: (pid, pidfd, request, reply, [stdout, stderr] kept open).
-type Driver = (
-    i64,
-    OwnedFd,
-    std::fs::File,
-    BufReader<std::fs::File>,
-    Vec<OwnedFd>,
-);
-
-fn spawn_driver(sock: &OwnedFd, id: u32) -> Driver {
-    use std::os::fd::AsRawFd;
-    let req = format!(r#"{{"type":"spawn","id":{id},"language":"python"}}"#);
-    protocol::send_raw(sock.as_raw_fd(), req.as_bytes(), &[]).unwrap();
-    let (spawned, mut fds) = recv_json(sock);
-    assert_eq!(spawned["type"], "spawned", "{spawned}");
-    assert_eq!(fds.len(), 5);
-    let pidfd = fds.pop().unwrap();
-    let output = fds.split_off(2); // stdout/stderr: keep open, the stub prints at startup
-    let reply = BufReader::new(std::fs::File::from(fds.pop().unwrap()));
-    let request = std::fs::File::from(fds.pop().unwrap());
-    (
-        spawned["pid"].as_i64().unwrap(),
-        pidfd,
-        request,
-        reply,
-        output,
-    )
-}
-
-fn ask(
-    request: &mut std::fs::File,
-    reply: &mut BufReader<std::fs::File>,
-    req: &str,
-) -> serde_json::Value {
-    request.write_all(format!("{req}\n").as_bytes()).unwrap();
-    let mut line = String::new();
-    reply.read_line(&mut line).unwrap();
-    serde_json::from_str(&line).unwrap()
-}
-
-/// `kill` takes the driver and the background child of its session down, and the
-/// session keeps serving spawns afterwards.
-fn kill_request_kills_the_whole_driver_session(sock: &OwnedFd) {
-    use std::os::fd::AsRawFd;
-    for bad in [
-        r#"{"type":"kill","pid":1}"#,
-        r#"{"type":"kill","pid":0}"#,
-        r#"{"type":"kill","pid":-4}"#,
-    ] {
-        protocol::send_raw(sock.as_raw_fd(), bad.as_bytes(), &[]).unwrap();
-        let (r, _) = recv_json(sock);
-        assert_eq!(r["type"], "error", "{bad}: {r}");
-        assert_eq!(r["step"], "protocol", "{bad}: {r}");
+#[test]
+fn contexts_are_cgroups_and_kill_follows_them() {
+    if !is_root() {
+        return;
     }
+    let rt = runtimes_dir("kill");
+    let (sock, child) = start(&config("kill", &rt, &[]));
+    let info = ready(&sock);
 
-    let (pid, pidfd, mut request, mut reply, _out) = spawn_driver(sock, 20);
-    let r = ask(
-        &mut request,
-        &mut reply,
-        r#"{"id": 1, "code": "spawn_sleep"}"#,
-    );
-    let sleeper = r["children"][0].as_i64().unwrap();
-    assert!(
-        r["ps_now"].as_array().unwrap().contains(&sleeper.into()),
-        "{r}"
-    );
-
-    let kill = format!(r#"{{"type":"kill","pid":{pid}}}"#);
-    protocol::send_raw(sock.as_raw_fd(), kill.as_bytes(), &[]).unwrap();
-    let (k, _) = recv_json(sock);
-    assert_eq!(
-        k,
-        serde_json::json!({"type": "killed", "pid": pid, "count": 2})
-    );
-    let mut pfd = libc::pollfd {
-        fd: pidfd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: pfd is a valid pollfd.
-    assert_eq!(
-        unsafe { libc::poll(&mut pfd, 1, 5000) },
+    // The setsid child left the process session: the old kill-by-session missed it.
+    let a = spawn(
+        &sock,
         1,
-        "driver survived kill"
+        "ctx-a",
+        &[
+            "/bin/sh",
+            "-c",
+            "setsid sleep 1000 & sleep 1000 & exec sleep 1000",
+        ],
     );
-
-    // Killing an empty session is not an error.
-    protocol::send_raw(sock.as_raw_fd(), kill.as_bytes(), &[]).unwrap();
-    let (k, _) = recv_json(sock);
-    assert_eq!(
-        k,
-        serde_json::json!({"type": "killed", "pid": pid, "count": 0})
-    );
-
-    // A fresh driver works and sees neither the old driver nor its sleep.
-    let (pid2, _pidfd2, mut request2, mut reply2, _out2) = spawn_driver(sock, 21);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let r = ask(&mut request2, &mut reply2, r#"{"id": 2, "code": "1+1"}"#);
-        assert_eq!(r["id"], 2);
-        if r["ps_now"] == serde_json::json!([pid2]) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "processes left after kill: {r}");
-        std::thread::sleep(Duration::from_millis(20));
+    let b = spawn(&sock, 2, "ctx-b", &["/usr/bin/sleep", "1000"]);
+    eventually("ctx-a's three processes", || {
+        procs(&info.pids, "ctx-a").len() == 3
+    });
+    for d in &info.dirs {
+        let pa = procs(d, "ctx-a");
+        assert!(pa.contains(&a.host_pid) && pa.len() == 3, "{d}: {pa:?}");
+        assert_eq!(procs(d, "ctx-b"), [b.host_pid], "{d}");
     }
+
+    for (context, keep) in [("../x", None), ("ctx-a", Some(1)), ("ctx-a", Some(0))] {
+        match kill(&sock, 9, context, keep) {
+            HelperReply::Error { id, step, .. } => {
+                assert_eq!(
+                    (id, step.as_str()),
+                    (Some(9), "protocol"),
+                    "{context} {keep:?}"
+                )
+            }
+            other => panic!("{context} {keep:?}: {other:?}"),
+        }
+    }
+
+    // keepPid: the kept process lives on, its children are gone, its cgroup stays.
+    assert_eq!(
+        kill(&sock, 10, "ctx-a", Some(a.pid)),
+        HelperReply::Killed { id: 10, count: 2 }
+    );
+    assert!(!a.exited_within(100), "the kept process was killed");
+    for d in &info.dirs {
+        assert_eq!(procs(d, "ctx-a"), [a.host_pid], "{d}");
+    }
+
+    // Without keepPid: everything, and the context's cgroups go.
+    assert_eq!(
+        kill(&sock, 11, "ctx-a", None),
+        HelperReply::Killed { id: 11, count: 1 }
+    );
+    assert!(a.exited_within(5000));
+    for d in &info.dirs {
+        assert!(!Path::new(d).join("ctx-a").exists(), "{d}/ctx-a left");
+        assert_eq!(
+            procs(d, "ctx-b"),
+            [b.host_pid],
+            "{d}: another context was touched"
+        );
+    }
+    assert!(!b.exited_within(0));
+    // Killing a context that is gone already is not an error: nothing of it is left.
+    assert_eq!(
+        kill(&sock, 12, "ctx-a", None),
+        HelperReply::Killed { id: 12, count: 0 }
+    );
+    // The name is free again.
+    let a2 = spawn(&sock, 13, "ctx-a", &["/usr/bin/sleep", "1000"]);
+    assert_eq!(procs(&info.pids, "ctx-a"), [a2.host_pid]);
+
+    // Closing with two live contexts leaves nothing behind.
+    close(sock, child, &info);
+    assert!(b.exited_within(1000) && a2.exited_within(1000));
+    let _ = std::fs::remove_dir_all(rt);
+}
+
+fn max_events(path: &Path) -> u64 {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    text.lines()
+        .find_map(|l| l.strip_prefix("max "))
+        .unwrap_or_else(|| panic!("{path:?}: {text}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_fork_refused_at_the_session_limit_counts_in_its_context() {
+    if !is_root() {
+        return;
+    }
+    let rt = runtimes_dir("pids");
+    let mut cfg = config("pids", &rt, &[]);
+    cfg.max_processes = 6; // init, two contexts' processes, and three forks
+    let (sock, child) = start(&cfg);
+    let info = ready(&sock);
+
+    let _quiet = spawn(&sock, 1, "quiet", &["/usr/bin/sleep", "1000"]);
+    let _forker = spawn(
+        &sock,
+        2,
+        "forker",
+        &[
+            "/bin/sh",
+            "-c",
+            "for i in 1 2 3 4 5 6 7 8; do sleep 1000 & done; exec sleep 1000",
+        ],
+    );
+    eventually("a refused fork", || {
+        max_events(&info.pids_events("forker")) > 0
+    });
+    assert!(
+        std::fs::read_to_string(info.pids_current("forker"))
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+            >= 3
+    );
+    if info.version == 1 {
+        // v1 counts a refused fork in the forking process's own cgroup only.
+        assert_eq!(max_events(&info.pids_events("quiet")), 0);
+    }
+    assert_eq!(
+        std::fs::read_to_string(info.pids_current("quiet"))
+            .unwrap()
+            .trim(),
+        "1"
+    );
+    close(sock, child, &info);
+    let _ = std::fs::remove_dir_all(rt);
+}
+
+#[test]
+fn bad_spawns_are_refused_by_step_and_leave_nothing() {
+    if !is_root() {
+        return;
+    }
+    let rt = runtimes_dir("refuse");
+    let (sock, child) = start(&config("refuse", &rt, &[]));
+    let info = ready(&sock);
+    let sh = ["/bin/sh", "-c", "exec sleep 1000"];
+    let helper = env!("CARGO_BIN_EXE_codebay-sandbox");
+    for (context, argv, cwd, step, says) in [
+        ("c1", &sh[..], "/etc", "spawn", "cwd"),
+        ("c1", &sh[..], "home/user", "spawn", "cwd"),
+        ("c1", &sh[..], "/home/user/../etc", "spawn", "cwd"),
+        ("c1", &sh[..], "/home", "spawn", "cwd"),
+        (
+            "c1",
+            &["/nonexistent/bin"][..],
+            "/tmp",
+            "spawn",
+            "/nonexistent/bin is not visible",
+        ),
+        // A host path that exists outside, not inside.
+        ("c1", &[helper][..], "/tmp", "spawn", "is not visible"),
+        ("c1", &["sh"][..], "/tmp", "spawn", "absolute"),
+        ("c1", &[][..], "/tmp", "spawn", "argv is empty"),
+        ("../c1", &sh[..], "/tmp", "protocol", "context"),
+        (INIT_LEAF, &sh[..], "/tmp", "protocol", "context"),
+        // Visible but not executable: refused by the child, after the cgroup was made.
+        ("c1", &["/etc/passwd"][..], "/tmp", "exec", "/etc/passwd"),
+    ] {
+        let req = spawn_request(5, context, argv, cwd);
+        let (got_step, message) = match spawn_with(&sock, &req) {
+            Ok(_) => panic!("{argv:?} in {cwd} was spawned"),
+            Err(e) => e,
+        };
+        assert_eq!(got_step, step, "{argv:?} {cwd}: {message}");
+        assert!(message.contains(says), "{argv:?} {cwd}: {message}");
+    }
+    let _dup = spawn(&sock, 6, "dup", &sh);
+    let (step, message) = spawn_with(&sock, &spawn_request(7, "dup", &sh, "/tmp")).unwrap_err();
+    assert_eq!(step, "cgroup", "{message}");
+    assert!(message.contains("exists already"), "{message}");
+    for d in &info.dirs {
+        assert_eq!(contexts_in(d), ["dup"], "{d}");
+    }
+    // A request that is not one: the error still names its id.
+    sys::send_with_fds(
+        sock.as_raw_fd(),
+        br#"{"type":"spawn","id":8,"language":"python"}"#,
+        &[],
+    )
+    .unwrap();
+    match recv(&sock).0 {
+        HelperReply::Error { id, step, .. } => {
+            assert_eq!((id, step.as_str()), (Some(8), "protocol"))
+        }
+        other => panic!("{other:?}"),
+    }
+    close(sock, child, &info);
+    let _ = std::fs::remove_dir_all(rt);
+}
+
+#[test]
+fn cwd_is_made_by_the_code_user_and_env_is_exact() {
+    if !is_root() {
+        return;
+    }
+    let rt = runtimes_dir("cwd");
+    let mut cfg = config("cwd", &rt, &[]);
+    cfg.env.insert("CFG".into(), "config".into());
+    let (sock, child) = start(&cfg);
+    let info = ready(&sock);
+
+    let p = spawn_with(
+        &sock,
+        &spawn_request(
+            1,
+            "cwd",
+            &[
+                "/bin/sh",
+                "-c",
+                "stat -c %u:%g . .. && pwd && exec sleep 1000",
+            ],
+            "/home/user/proj/sub",
+        ),
+    )
+    .unwrap();
+    let mut out = BufReader::new(std::fs::File::from(p.fds.stdout_r.try_clone().unwrap()));
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+        lines.push(l.trim().to_owned());
+    }
+    assert_eq!(lines, ["1000:1000", "1000:1000", "/home/user/proj/sub"]);
+    // From the host: the directory, and the one made on the way, belong to the code's
+    // user as the host sees it, not to root of either side.
+    let cwd = std::fs::metadata(format!("/proc/{}/cwd", p.host_pid)).unwrap();
+    assert_eq!((cwd.uid(), cwd.gid()), (HOST_USER, HOST_USER));
+    let proj = std::fs::metadata(format!("/proc/{}/root/home/user/proj", p.host_pid)).unwrap();
+    assert_eq!(proj.uid(), HOST_USER);
+
+    let t = spawn_with(
+        &sock,
+        &spawn_request(2, "tmp", &["/usr/bin/pwd"], "/tmp/new"),
+    )
+    .unwrap();
+    assert_eq!(t.stdout(), "/tmp/new\n");
+
+    let req = HelperRequest::Spawn {
+        id: 3,
+        context: "env".into(),
+        argv: vec!["/usr/bin/env".into()],
+        env: [
+            ("CFG".to_string(), "request".to_string()),
+            ("REQ".to_string(), "r".to_string()),
+        ]
+        .into(),
+        cwd: "/home/user".into(),
+    };
+    let e = spawn_with(&sock, &req).unwrap();
+    assert_eq!(
+        e.stdout(),
+        "CFG=request\nFOO=bar\nHOME=/home/user\nLANG=C.UTF-8\n\
+         PATH=/usr/local/bin:/usr/bin:/bin\nREQ=r\n"
+    );
+    close(sock, child, &info);
+    let _ = std::fs::remove_dir_all(rt);
 }
 
 #[test]
 fn bad_config_is_reported_and_helper_exits() {
     let rt = runtimes_dir("bad");
-    let mut cfg = config("BAD ID", &rt, "/usr/bin/python3", &[]);
+    let mut cfg = serde_json::to_value(config("bad", &rt, &[])).unwrap();
     cfg["sessionId"] = "BAD ID".into();
-    let (sock, mut child) = start(&cfg);
-    let (reply, _) = recv_json(&sock);
-    assert_eq!(reply["type"], "error");
-    assert_eq!(reply["step"], "config");
+    let (sock, mut child) = start_under(cfg.to_string().as_bytes(), None);
+    match recv(&sock).0 {
+        HelperReply::Error { id, step, .. } => assert_eq!((id, step.as_str()), (None, "config")),
+        other => panic!("{other:?}"),
+    }
     assert!(!wait_exit(&mut child).success());
     let _ = std::fs::remove_dir_all(rt);
 }
 
 #[test]
 fn missing_read_only_path_fails_closed() {
-    // SAFETY: no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         return;
     }
     let rt = runtimes_dir("missing");
-    let cfg = config(
-        &format!("it-missing-{}", std::process::id()),
-        &rt,
-        "/usr/bin/python3",
-        &["/nonexistent/x".into()],
-    );
-    let (sock, mut child) = start(&cfg);
-    let (reply, _) = recv_json(&sock);
-    assert_eq!(reply["type"], "error", "{reply}");
-    assert_eq!(reply["step"], "mounts");
+    let (sock, mut child) = start(&config("missing", &rt, &["/nonexistent/x".into()]));
+    match recv(&sock).0 {
+        HelperReply::Error { step, .. } => assert_eq!(step, "mounts"),
+        other => panic!("{other:?}"),
+    }
     assert!(!wait_exit(&mut child).success());
     let _ = std::fs::remove_dir_all(rt);
 }
@@ -450,52 +756,43 @@ fn deny(syscall: libc::c_long, flag: Option<u64>, errno: i32) -> seccompiler::Bp
 #[test]
 fn a_kernel_without_landlock_is_refused_by_name() {
     let rt = runtimes_dir("nolandlock");
-    let cfg = config(
-        &format!("it-nolandlock-{}", std::process::id()),
-        &rt,
-        "/usr/bin/python3",
-        &[],
-    );
+    let cfg = serde_json::to_vec(&config("nolandlock", &rt, &[])).unwrap();
     let (sock, mut child) = start_under(
         &cfg,
         Some(deny(libc::SYS_landlock_create_ruleset, None, libc::ENOSYS)),
     );
-    let (reply, _) = recv_json(&sock);
-    assert_eq!(reply["type"], "error", "{reply}");
-    assert_eq!(reply["step"], "kernel_check", "{reply}");
-    assert!(
-        reply["message"]
-            .as_str()
-            .unwrap()
-            .contains("missing: Landlock"),
-        "{reply}"
-    );
+    match recv(&sock).0 {
+        HelperReply::Error { step, message, .. } => {
+            assert_eq!(step, "kernel_check", "{message}");
+            assert!(message.contains("missing: Landlock"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(!wait_exit(&mut child).success());
     let _ = std::fs::remove_dir_all(rt);
 }
 
 #[test]
 fn a_kernel_without_user_namespaces_is_refused_by_name() {
-    // SAFETY: no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         return;
     }
     let rt = runtimes_dir("nouserns");
-    let session = format!("it-nouserns-{}", std::process::id());
-    let cfg = config(&session, &rt, "/usr/bin/python3", &[]);
+    let cfg = config("nouserns", &rt, &[]);
     let newuser = libc::CLONE_NEWUSER as u64;
     let (sock, mut child) = start_under(
-        &cfg,
+        &serde_json::to_vec(&cfg).unwrap(),
         Some(deny(libc::SYS_clone, Some(newuser), libc::EPERM)),
     );
-    let (reply, _) = recv_json(&sock);
-    assert_eq!(reply["type"], "error", "{reply}");
-    assert_eq!(reply["step"], "user_namespace", "{reply}");
+    match recv(&sock).0 {
+        HelperReply::Error { step, message, .. } => assert_eq!(step, "user_namespace", "{message}"),
+        other => panic!("{other:?}"),
+    }
     assert!(!wait_exit(&mut child).success());
     let leftovers: Vec<_> = std::fs::read_dir("/sys/fs/cgroup")
         .unwrap()
         .filter_map(|h| {
-            let dir = h.ok()?.path().join("codebay").join(&session);
+            let dir = h.ok()?.path().join("codebay").join(&cfg.session_id);
             dir.exists().then_some(dir)
         })
         .collect();

@@ -1,318 +1,524 @@
-//! One interpreter (a driver process inside the sandbox) and the runs it serves:
-//! request out, stdout/stderr captured, one reply back (docs/internals.md §4).
+//! A code context: one interpreter and the FIFO queue of runs it serves, owned by a
+//! task of its own. Runs are queued in call order; the task runs each to its end —
+//! a reply, or an interrupt and then the reply, or a kill — before it takes the next,
+//! so a run that is dropped, aborted or timed out leaves its context consistent and
+//! never hands its reply to another run.
 
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use serde::Deserialize;
-use serde_json::json;
-use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use codebay_protocol::{CgroupInfo, CodeContext, DriverRequest, ErrorInfo};
+use serde_json::Value;
 use tokio::net::unix::pipe;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::output::CappedOutput;
-use super::sandbox::DriverFds;
-use crate::wire::{MimeBundle, WireError};
+use super::accounting::{ContextCounters, Events};
+use super::interpreter::{random_id, Exchange, Interpreter, RunEnd, RunOutcome, Stop};
+use super::sandbox::Sandbox;
+use codebay_protocol::BackendOutput;
 
-/// After the interrupt, how long a run gets to stop by itself before it is killed.
-pub const INTERRUPT_GRACE: Duration = Duration::from_secs(1);
-/// A reply larger than this is not a reply: the interpreter is treated as broken.
-const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
-/// One pipe read: the size of a default pipe buffer.
-const READ_CHUNK: usize = 64 * 1024;
-type Chunks = [[u8; READ_CHUNK]; 3];
+const MIB: u64 = 1024 * 1024;
+/// How long an interpreter gets to reap the children killed after a process-limit
+/// hit (Node does at once; Python's subprocess only when it polls them).
+const CHILDREN_REAPED_WITHIN: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// What the driver answers for one run.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DriverReply {
-    pub id: Option<u64>,
-    #[serde(default)]
-    pub ok: bool,
-    #[serde(default)]
-    pub execution_count: Option<u64>,
-    #[serde(default)]
-    pub results: Vec<MimeBundle>,
-    #[serde(default)]
-    pub error: Option<WireError>,
+/// What every context of a session shares.
+pub struct Shared {
+    pub sandbox: Sandbox,
+    pub closed: AtomicBool,
+    /// Numbers interpreters (and names their cgroups) across the session.
+    pub spawns: AtomicU64,
+    pub output_cap: usize,
+    pub memory_limit: u64,
+    pub max_processes: u64,
+    pub runtime: tokio::runtime::Handle,
 }
 
-/// How a run ended, seen from outside the interpreter.
-#[derive(Debug)]
-pub enum RunEnd {
-    /// The driver answered (possibly after the interrupt, when `interrupted`).
-    Replied {
-        reply: DriverReply,
-        interrupted: bool,
+impl Shared {
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    fn cgroup(&self) -> &CgroupInfo {
+        &self.sandbox.cgroup
+    }
+}
+
+/// How to start a context's interpreter.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+}
+
+/// What a run gives back: the backend output (DESIGN §2), and whether it ran cleanly.
+pub struct RunReport {
+    pub success: bool,
+    pub output: BackendOutput,
+}
+
+impl RunReport {
+    pub fn failure(error: ErrorInfo) -> Self {
+        RunReport {
+            success: false,
+            output: BackendOutput {
+                execution_error: error.summary(),
+                error: Some(error),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// A run as it enters a context's queue.
+pub struct RunJob {
+    pub code: String,
+    pub timeout_s: f64,
+    pub envs: BTreeMap<String, String>,
+    pub sink: Option<Arc<dyn crate::session::OutputSink>>,
+    pub cancel: crate::session::Cancel,
+}
+
+enum Job {
+    Run {
+        exchange: Exchange,
+        timeout_s: f64,
+        reply: oneshot::Sender<RunReport>,
     },
-    /// The deadline passed and the interpreter did not stop within the grace: killed.
-    KilledAfterTimeout,
-    /// The interpreter exited, or closed or garbled its reply channel; `why` says which.
-    Broken { why: String },
+    Start(oneshot::Sender<Result<(), String>>),
+    Restart(oneshot::Sender<()>),
+    Remove(oneshot::Sender<()>),
 }
 
-/// One request line for the driver, and how much of it is already in the pipe.
-pub struct Request {
-    id: u64,
-    line: String,
-    timeout: Duration,
-    written: usize,
-    started: Option<Instant>,
+/// The caller's side of a context.
+pub struct ContextHandle {
+    pub info: CodeContext,
+    jobs: mpsc::UnboundedSender<Job>,
+    gate: Arc<Gate>,
 }
 
-impl Request {
-    pub fn new(code: &str, timeout: Duration) -> Request {
-        // Unpredictable, so that a reply can only come from the driver that read the request.
+/// Lets a caller write a request straight into an idle interpreter, from its own
+/// thread: the interpreter starts while the task that reads the reply is still being
+/// scheduled, a cross-CPU wake-up taken off the critical path (measured in issue 4).
+#[derive(Default)]
+struct Gate(Mutex<GateState>);
+
+#[derive(Default)]
+struct GateState {
+    /// Set exactly while the context's task waits for work with a live interpreter.
+    idle_writer: Option<Arc<pipe::Sender>>,
+    /// Jobs sent and not yet taken: an early write is only for the next one.
+    queued: usize,
+}
+
+impl ContextHandle {
+    pub fn spawn(info: CodeContext, launch: Launch, shared: Arc<Shared>) -> ContextHandle {
+        let (jobs, queue) = mpsc::unbounded_channel();
+        let gate = Arc::new(Gate::default());
+        let task = ContextTask {
+            info: info.clone(),
+            launch,
+            shared: shared.clone(),
+            interpreter: None,
+            gate: gate.clone(),
+        };
+        shared.runtime.spawn(task.serve(queue));
+        ContextHandle { info, jobs, gate }
+    }
+
+    /// Queues a run now, in call order. The receiver gets the report; dropping it
+    /// stops the run (it is interrupted and drained, or never started).
+    pub fn submit(&self, run: RunJob) -> oneshot::Receiver<RunReport> {
         let id = random_id();
-        let line = json!({ "id": id, "code": code, "timeoutMs": timeout.as_millis() as u64 })
-            .to_string()
-            + "\n";
-        Request {
+        let request = DriverRequest {
             id,
-            line,
-            timeout,
+            code: run.code,
+            timeout_ms: (run.timeout_s * 1000.0).min(u64::MAX as f64) as u64,
+            envs: run.envs,
+        };
+        let mut exchange = Exchange {
+            id,
+            line: request.to_line(),
             written: 0,
             started: None,
-        }
-    }
-}
-
-pub struct RunOutcome {
-    pub end: RunEnd,
-    pub stdout: CappedOutput,
-    pub stderr: CappedOutput,
-    pub elapsed: Duration,
-}
-
-pub struct Context {
-    pub pid: i64,
-    request: pipe::Sender,
-    reply: pipe::Receiver,
-    stdout: pipe::Receiver,
-    stderr: pipe::Receiver,
-    pidfd: AsyncFd<OwnedFd>,
-    reply_buf: Vec<u8>,
-    /// How much of `reply_buf` is known to hold no newline, so each byte is scanned once.
-    reply_scanned: usize,
-    /// Read buffers, allocated once per interpreter rather than once per run (zeroing
-    /// and freeing 192 KiB a run showed up in the warm path's profile).
-    chunks: Option<Box<Chunks>>,
-    /// Which of stdout/stderr reached end of file. The driver holds the only write
-    /// ends, so this means the user's code closed the interpreter's fd 1 or 2: its
-    /// output would be lost from then on, silently.
-    closed_streams: [bool; 2],
-    /// False once the interpreter is known to be dead or unusable.
-    pub alive: bool,
-}
-
-impl Context {
-    pub fn new(fds: DriverFds) -> std::io::Result<Context> {
-        super::sandbox::set_nonblocking(fds.pidfd.as_raw_fd())?;
-        Ok(Context {
-            pid: fds.pid,
-            request: pipe::Sender::from_owned_fd(fds.request_w)?,
-            reply: pipe::Receiver::from_owned_fd(fds.reply_r)?,
-            stdout: pipe::Receiver::from_owned_fd(fds.stdout_r)?,
-            stderr: pipe::Receiver::from_owned_fd(fds.stderr_r)?,
-            pidfd: super::sandbox::register(fds.pidfd)?,
-            reply_buf: Vec::new(),
-            reply_scanned: 0,
-            chunks: Some(Box::new([[0; READ_CHUNK]; 3])),
-            closed_streams: [false; 2],
-            alive: true,
-        })
-    }
-
-    /// Writes the request now if the pipe takes it without waiting, so the interpreter
-    /// can start while the task that will read its reply is still being scheduled.
-    /// Safe from any thread: it only tries a non-blocking write.
-    pub fn send_early(&self, request: &mut Request) {
-        if self.alive && request.written == 0 {
-            if let Ok(n) = self.request.try_write(request.line.as_bytes()) {
-                request.written = n;
-                request.started = Some(Instant::now());
-            }
-        }
-    }
-
-    /// Runs a request, part or all of which may have been sent already (`send_early`).
-    /// At its timeout the run is interrupted (SIGINT), and killed if it has not
-    /// answered `INTERRUPT_GRACE` later. Output past `cap` bytes a stream is counted and
-    /// dropped.
-    pub async fn run(&mut self, request: Request, cap: usize) -> RunOutcome {
-        let started = request.started.unwrap_or_else(Instant::now);
-        let mut stdout = CappedOutput::new(cap);
-        let mut stderr = CappedOutput::new(cap);
-        let mut chunks = self
-            .chunks
-            .take()
-            .unwrap_or_else(|| Box::new([[0; READ_CHUNK]; 3]));
-        let end = self
-            .exchange(
-                request.id,
-                &request.line.as_bytes()[request.written..],
-                started + request.timeout,
-                &mut chunks,
-                &mut stdout,
-                &mut stderr,
-            )
-            .await;
-        self.drain(&mut chunks[0], &mut stdout, &mut stderr);
-        self.chunks = Some(chunks);
-        let end = match end {
-            RunEnd::Replied { .. } if self.closed_streams.contains(&true) => {
-                let stream = if self.closed_streams[0] {
-                    "stdout (fd 1)"
-                } else {
-                    "stderr (fd 2)"
-                };
-                RunEnd::Broken {
-                    why: format!("the code closed the interpreter's {stream}, so its output could no longer be captured"),
+            timeout: std::time::Duration::from_secs_f64(run.timeout_s),
+            sink: run.sink,
+            cancel: run.cancel,
+        };
+        let (reply, report) = oneshot::channel();
+        let mut gate = self.gate.0.lock().expect("gate lock");
+        if gate.queued == 0 && !exchange.cancel.is_cancelled() {
+            if let Some(writer) = gate.idle_writer.take() {
+                if let Ok(n) = writer.try_write(exchange.line.as_bytes()) {
+                    exchange.written = n;
+                    exchange.started = Some(Instant::now());
                 }
             }
-            end => end,
-        };
-        if !matches!(end, RunEnd::Replied { .. }) {
-            self.alive = false;
         }
-        RunOutcome {
+        gate.idle_writer = None;
+        gate.queued += 1;
+        let timeout_s = run.timeout_s;
+        // A send fails only when the task ended (the context was removed): the
+        // receiver then sees a closed channel.
+        let _ = self.jobs.send(Job::Run {
+            exchange,
+            timeout_s,
+            reply,
+        });
+        report
+    }
+
+    fn control(&self, job: Job) {
+        let mut gate = self.gate.0.lock().expect("gate lock");
+        gate.idle_writer = None;
+        gate.queued += 1;
+        let _ = self.jobs.send(job);
+    }
+
+    /// Starts the interpreter now rather than at the first run.
+    pub async fn start(&self) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.control(Job::Start(tx));
+        rx.await
+            .unwrap_or_else(|_| Err("the context was removed".into()))
+    }
+
+    /// A fresh interpreter for the runs queued after this: state cleared.
+    pub async fn restart(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.control(Job::Restart(tx));
+        let _ = rx.await;
+    }
+
+    /// Ends the context after the runs queued before this; runs queued after it fail.
+    pub async fn remove(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.control(Job::Remove(tx));
+        let _ = rx.await;
+    }
+}
+
+struct ContextTask {
+    info: CodeContext,
+    launch: Launch,
+    shared: Arc<Shared>,
+    interpreter: Option<(Interpreter, ContextCounters)>,
+    gate: Arc<Gate>,
+}
+
+impl ContextTask {
+    async fn serve(mut self, mut queue: mpsc::UnboundedReceiver<Job>) {
+        loop {
+            {
+                let mut gate = self.gate.0.lock().expect("gate lock");
+                if gate.queued == 0 {
+                    gate.idle_writer = self
+                        .interpreter
+                        .as_ref()
+                        .filter(|(i, _)| i.alive)
+                        .map(|(i, _)| i.request.clone());
+                }
+            }
+            let Some(job) = queue.recv().await else { break };
+            {
+                let mut gate = self.gate.0.lock().expect("gate lock");
+                gate.idle_writer = None;
+                gate.queued -= 1;
+            }
+            match job {
+                Job::Run {
+                    exchange,
+                    timeout_s,
+                    reply,
+                } => self.run(exchange, timeout_s, reply).await,
+                Job::Start(reply) => {
+                    let started = self.ensure_interpreter().await.map(drop);
+                    let _ = reply.send(started);
+                }
+                Job::Restart(reply) => {
+                    self.stop_interpreter().await;
+                    let _ = reply.send(());
+                }
+                Job::Remove(reply) => {
+                    self.stop_interpreter().await;
+                    let _ = reply.send(());
+                    break;
+                }
+            }
+        }
+        self.stop_interpreter().await;
+    }
+
+    async fn run(
+        &mut self,
+        mut exchange: Exchange,
+        timeout_s: f64,
+        mut reply: oneshot::Sender<RunReport>,
+    ) {
+        let in_pipe = exchange.written > 0;
+        if !in_pipe && reply.is_closed() {
+            return; // dropped before its turn: nothing was sent, nothing to undo
+        }
+        if !in_pipe && exchange.cancel.is_cancelled() {
+            let _ = reply.send(RunReport::failure(ErrorInfo::new(
+                "AbortError",
+                "The run was aborted before it started.",
+            )));
+            return;
+        }
+        if self.shared.is_closed() {
+            let _ = reply.send(closed_report(false));
+            return;
+        }
+        // An early write into an interpreter that had died meanwhile reached nobody.
+        if in_pipe
+            && self
+                .interpreter
+                .as_ref()
+                .is_none_or(|(i, _)| i.has_exited())
+        {
+            exchange.written = 0;
+            exchange.started = None;
+        }
+        if let Err(why) = self.ensure_interpreter().await {
+            let _ = reply.send(RunReport::failure(ErrorInfo::new(
+                "SandboxError",
+                format!(
+                    "Could not start the {} interpreter: {why}",
+                    self.info.language
+                ),
+            )));
+            return;
+        }
+        let (interpreter, counters) = self.interpreter.as_mut().expect("just ensured");
+        let before = counters.snapshot();
+        let cap = self.shared.output_cap;
+        let outcome = interpreter.run(exchange, cap, reply.closed()).await;
+        let events = counters.since(before);
+        let mut kept = interpreter.alive;
+        if kept && events.processes {
+            kept = self.clear_children().await;
+        }
+        let report = self.describe(timeout_s, outcome, events, kept);
+        if !kept {
+            self.stop_interpreter().await;
+        }
+        let report = if self.shared.is_closed() {
+            closed_report(true)
+        } else {
+            report
+        };
+        let _ = reply.send(report);
+    }
+
+    /// Kills whatever the interpreter forked and keeps the interpreter, if that frees
+    /// the context's processes: children it has not reaped stay counted as zombies, and
+    /// then only replacing it frees them. True when the interpreter was kept.
+    async fn clear_children(&mut self) -> bool {
+        let Some((interpreter, counters)) = self.interpreter.as_ref() else {
+            return false;
+        };
+        let (pid, cgroup) = (interpreter.pid, interpreter.cgroup.clone());
+        if self
+            .shared
+            .sandbox
+            .kill(random_id(), &cgroup, Some(pid))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        let deadline = Instant::now() + CHILDREN_REAPED_WITHIN;
+        loop {
+            match counters.processes() {
+                Some(1) => return true,
+                Some(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await
+                }
+                _ => return false,
+            }
+        }
+    }
+
+    async fn ensure_interpreter(&mut self) -> Result<&mut Interpreter, String> {
+        if self
+            .interpreter
+            .as_ref()
+            .is_some_and(|(i, _)| !i.alive || i.has_exited())
+        {
+            self.stop_interpreter().await;
+        }
+        if self.interpreter.is_none() {
+            let number = self.shared.spawns.fetch_add(1, Ordering::SeqCst) + 1;
+            let cgroup = format!("i-{number}");
+            let spawned = self
+                .shared
+                .sandbox
+                .spawn(
+                    number,
+                    &cgroup,
+                    self.launch.argv.clone(),
+                    self.launch.env.clone(),
+                    &self.info.cwd,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            let counters = ContextCounters::open(self.shared.cgroup(), &cgroup);
+            let interpreter = Interpreter::new(spawned.pid, cgroup, spawned.fds)
+                .map_err(|e| format!("its descriptors: {e}"))?;
+            self.interpreter = Some((interpreter, counters));
+        }
+        Ok(&mut self.interpreter.as_mut().expect("just set").0)
+    }
+
+    /// Kills the interpreter and everything in its cgroup, and removes the cgroup.
+    async fn stop_interpreter(&mut self) {
+        if let Some((interpreter, _)) = self.interpreter.take() {
+            let _ = self
+                .shared
+                .sandbox
+                .kill(random_id(), &interpreter.cgroup, None)
+                .await;
+        }
+    }
+
+    fn describe(
+        &self,
+        timeout_s: f64,
+        outcome: RunOutcome,
+        events: Events,
+        alive: bool,
+    ) -> RunReport {
+        let RunOutcome {
             end,
             stdout,
             stderr,
-            elapsed: started.elapsed(),
-        }
-    }
-
-    async fn exchange(
-        &mut self,
-        id: u64,
-        request: &[u8],
-        deadline: Instant,
-        chunks: &mut Chunks,
-        stdout: &mut CappedOutput,
-        stderr: &mut CappedOutput,
-    ) -> RunEnd {
-        if !self.alive {
-            return RunEnd::Broken {
-                why: "the interpreter had already stopped".into(),
-            };
-        }
-        // The rest of the request (all of it unless sent early) is written concurrently
-        // with reading: a request bigger than the pipe buffer must not wait on a driver
-        // that is itself blocked writing output.
-        let mut to_write = request;
-        let [out_buf, err_buf, reply_chunk] = chunks;
-        let [mut out_open, mut err_open] = self.closed_streams.map(|closed| !closed);
-        let mut interrupted_at: Option<Instant> = None;
-        loop {
-            if let Some(line) = self.take_reply_line() {
-                return match serde_json::from_slice::<DriverReply>(&line) {
-                    Ok(reply) if reply.id == Some(id) => RunEnd::Replied {
-                        reply,
-                        interrupted: interrupted_at.is_some(),
-                    },
-                    Ok(_) => RunEnd::Broken {
-                        why: "the interpreter's reply channel carried a reply to another request"
-                            .into(),
-                    },
-                    Err(_) => RunEnd::Broken {
-                        why:
-                            "the interpreter's reply channel carried something that is not a reply"
-                                .into(),
-                    },
-                };
-            }
-            if self.reply_buf.len() > MAX_REPLY_BYTES {
-                return RunEnd::Broken {
-                    why: "the interpreter's reply was larger than 64 MiB".into(),
-                };
-            }
-            let kill_at = interrupted_at.map(|t| t + INTERRUPT_GRACE);
-            tokio::select! {
-                written = self.request.write(to_write), if !to_write.is_empty() => match written {
-                    Ok(n) => to_write = &to_write[n..],
-                    Err(e) => return RunEnd::Broken { why: format!("the interpreter stopped reading requests ({e})") },
-                },
-                n = self.stdout.read(out_buf), if out_open => match n {
-                    Ok(0) | Err(_) => (out_open, self.closed_streams[0]) = (false, true),
-                    Ok(n) => stdout.push(&out_buf[..n]),
-                },
-                n = self.stderr.read(err_buf), if err_open => match n {
-                    Ok(0) | Err(_) => (err_open, self.closed_streams[1]) = (false, true),
-                    Ok(n) => stderr.push(&err_buf[..n]),
-                },
-                n = self.reply.read(reply_chunk) => match n {
-                    // Dying of the interrupt (e.g. still starting up) is still the timeout.
-                    Ok(0) | Err(_) if interrupted_at.is_some() => return RunEnd::KilledAfterTimeout,
-                    Ok(0) | Err(_) => return RunEnd::Broken { why: "the interpreter exited or closed its reply channel".into() },
-                    Ok(n) => self.reply_buf.extend_from_slice(&reply_chunk[..n]),
-                },
-                _ = tokio::time::sleep_until(deadline), if interrupted_at.is_none() => {
-                    self.signal(libc::SIGINT);
-                    interrupted_at = Some(Instant::now());
-                },
-                _ = tokio::time::sleep_until(kill_at.unwrap_or(deadline)), if kill_at.is_some() => {
-                    self.signal(libc::SIGKILL);
-                    return RunEnd::KilledAfterTimeout;
-                },
-            }
-        }
-    }
-
-    fn take_reply_line(&mut self) -> Option<Vec<u8>> {
-        let Some(offset) = self.reply_buf[self.reply_scanned..]
-            .iter()
-            .position(|&b| b == b'\n')
-        else {
-            self.reply_scanned = self.reply_buf.len();
-            return None;
+            dropped,
+            displays,
+            elapsed,
+        } = outcome;
+        let language = &self.info.language;
+        let lost = "; its state was lost and the next run starts a fresh interpreter";
+        let stopped_name = |stop: Stop| match stop {
+            Stop::Abort => "AbortError",
+            _ => "TimeoutError",
         };
-        let end = self.reply_scanned + offset;
-        let rest = self.reply_buf.split_off(end + 1);
-        let mut line = std::mem::replace(&mut self.reply_buf, rest);
-        line.pop();
-        self.reply_scanned = 0;
-        Some(line)
-    }
-
-    /// What the interpreter wrote before replying is already in the pipes: take it
-    /// without waiting (a background process may keep writing; that is the next run's).
-    fn drain(&mut self, buf: &mut [u8], stdout: &mut CappedOutput, stderr: &mut CappedOutput) {
-        let pipes = [(&self.stdout, stdout), (&self.stderr, stderr)];
-        for ((pipe, out), closed) in pipes.into_iter().zip(&mut self.closed_streams) {
-            while !*closed {
-                match pipe.try_read(buf) {
-                    Ok(0) => *closed = true,
-                    Ok(n) => out.push(&buf[..n]),
-                    Err(_) => break,
-                }
+        let stopped_why = |stop: Stop| match stop {
+            Stop::Abort => "The run was aborted".to_owned(),
+            _ => format!("The run exceeded its timeout of {timeout_s} s"),
+        };
+        let (reply, mut error) = match end {
+            RunEnd::Replied { reply, stopped } => {
+                let error = match stopped {
+                    Some(stop) => {
+                        let mut e = ErrorInfo::new(stopped_name(stop), format!("{} and was interrupted.", stopped_why(stop)));
+                        // Where the interrupt landed is what the user needs to find the slow line.
+                        e.traceback = reply.error.as_ref().map(|e| e.traceback.clone()).unwrap_or_default();
+                        Some(e)
+                    }
+                    None => reply.error.clone(),
+                };
+                (Some(reply), error)
             }
+            RunEnd::Killed { stop } => (None, Some(ErrorInfo::new(stopped_name(stop), format!(
+                "{} and did not stop when interrupted, so the {language} interpreter was killed{lost}.", stopped_why(stop)
+            )))),
+            RunEnd::Broken { why } => (None, Some(ErrorInfo::new("InterpreterExitError", format!(
+                "The {language} interpreter stopped: {why}{lost}."
+            )))),
+        };
+        if events.memory {
+            let what = if alive {
+                format!("a process this run started was killed; the {language} interpreter kept its state")
+            } else {
+                format!("the {language} interpreter was killed{lost}")
+            };
+            error = Some(ErrorInfo::new(
+                "MemoryError",
+                format!(
+                    "The session ran out of memory (limit {}): {what}.",
+                    size(self.shared.memory_limit)
+                ),
+            ));
+        } else if events.processes {
+            // Reported even when the code caught the failed fork: its processes were
+            // killed, and a run must not report success for work it lost.
+            let cause = error
+                .as_ref()
+                .map(|e| format!(" ({})", e.summary()))
+                .unwrap_or_default();
+            let kept = if alive {
+                format!("; the {language} interpreter kept its state")
+            } else {
+                lost.to_owned()
+            };
+            error = Some(ErrorInfo::new("ProcessLimitError", format!(
+                "The run reached the session's limit of {} processes{cause}; the processes it started were killed{kept}.",
+                self.shared.max_processes
+            )));
         }
-    }
-
-    /// Signals through the pidfd, which names exactly this process even if its pid
-    /// was reused, and works across the pid namespace.
-    pub fn signal(&self, signal: libc::c_int) {
-        // SAFETY: pidfd_send_signal with a valid pidfd, a null siginfo and no flags.
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.pidfd.get_ref().as_raw_fd(),
-                signal,
-                std::ptr::null::<u8>(),
-                0,
-            );
+        if error.is_none() && (dropped.0 > 0 || dropped.1 > 0) {
+            let cap = size(self.shared.output_cap as u64);
+            error = Some(ErrorInfo::new("OutputLimitError", format!(
+                "The run's output passed the cap of {cap} per stream: the first {cap} were kept, {} bytes of stdout and {} bytes of stderr were dropped.",
+                dropped.0, dropped.1
+            )));
+        }
+        let (main, execution_count) = match reply {
+            Some(r) => (r.main_result, Some(r.execution_count)),
+            None => (None, None),
+        };
+        let result = displays
+            .into_iter()
+            .chain(main)
+            .map(Value::Object)
+            .collect::<Vec<Value>>();
+        let output = BackendOutput {
+            stdout,
+            stderr,
+            result,
+            execution_error: error.as_ref().map(ErrorInfo::summary).unwrap_or_default(),
+            execution_time: Some(elapsed.as_secs_f64()),
+            execution_count,
+            error,
+        };
+        RunReport {
+            success: output.error.is_none(),
+            output,
         }
     }
 }
 
-fn random_id() -> u64 {
-    let mut bytes = [0u8; 8];
-    // getrandom(2) never fails for 8 bytes once the pool is initialised; a zero id
-    // would still be correct, only guessable.
-    // SAFETY: the buffer is valid for 8 bytes.
-    unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), 8, 0) };
-    // JSON numbers above 2^53 lose precision in JavaScript: stay below it.
-    u64::from_le_bytes(bytes) >> 11
+fn closed_report(during: bool) -> RunReport {
+    let value = if during {
+        "The session was closed while the code was running."
+    } else {
+        "The session is closed."
+    };
+    RunReport::failure(ErrorInfo::new("SessionClosed", value))
+}
+
+/// A byte count as people read it: exact, in the largest unit that divides it
+/// (a cap of 256 KiB must not read as "0 MiB").
+pub fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= MIB && b % MIB == 0 => format!("{} MiB", b / MIB),
+        b if b >= 1024 && b % 1024 == 0 => format!("{} KiB", b / 1024),
+        b => format!("{b} bytes"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_exactly() {
+        assert_eq!(size(10 * MIB), "10 MiB");
+        assert_eq!(size(256 * 1024), "256 KiB");
+        assert_eq!(size(MIB + 1024), "1025 KiB");
+        assert_eq!(size(1000), "1000 bytes");
+    }
 }

@@ -2,8 +2,9 @@
 //! costs ~50 ms per start and lives under a home directory the sandbox must not
 //! show, so the real executable and its prefix are asked of Python itself, once.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Interpreter {
@@ -21,16 +22,36 @@ pub enum InterpreterError {
 /// Directories the sandbox binds anyway: nothing under them needs its own bind.
 const ALWAYS_BOUND: &str = "/usr";
 
-static PYTHON: OnceLock<Result<Interpreter, InterpreterError>> = OnceLock::new();
+type Probed = Result<Interpreter, InterpreterError>;
 
-/// The real Python behind `python` (a path or a name on PATH), asked once per process.
-pub fn python(python: Option<&Path>) -> Result<Interpreter, InterpreterError> {
-    match python {
-        Some(p) => probe_python(p),
-        None => PYTHON
-            .get_or_init(|| probe_python(Path::new("python3")))
-            .clone(),
+/// What each Python path resolved to, asked once per process: a probe starts the
+/// interpreter (tens of milliseconds), so it runs on a blocking thread, never on the
+/// runtime's I/O worker, and never twice for one path.
+fn probed() -> &'static Mutex<HashMap<PathBuf, Probed>> {
+    static PROBED: OnceLock<Mutex<HashMap<PathBuf, Probed>>> = OnceLock::new();
+    PROBED.get_or_init(Default::default)
+}
+
+/// The real Python behind `python` (a path or a name on PATH; default `python3`).
+pub async fn python(python: Option<&Path>) -> Probed {
+    let python = python.unwrap_or(Path::new("python3")).to_path_buf();
+    if let Some(known) = probed().lock().expect("probe cache").get(&python) {
+        return known.clone();
     }
+    let asked = python.clone();
+    let result = tokio::task::spawn_blocking(move || probe_python(&asked))
+        .await
+        .unwrap_or_else(|e| {
+            Err(InterpreterError::NotFound(
+                "python",
+                format!("the probe failed: {e}"),
+            ))
+        });
+    probed()
+        .lock()
+        .expect("probe cache")
+        .insert(python, result.clone());
+    result
 }
 
 fn probe_python(python: &Path) -> Result<Interpreter, InterpreterError> {
@@ -133,9 +154,9 @@ mod tests {
         assert_eq!(got, vec![PathBuf::from("/root/.pyenv/versions/3.11.7")]);
     }
 
-    #[test]
-    fn the_real_python_is_found_past_any_shim() {
-        let py = python(None).expect("python3 on PATH");
+    #[tokio::test]
+    async fn the_real_python_is_found_past_any_shim() {
+        let py = python(None).await.expect("python3 on PATH");
         assert!(py.executable.is_absolute());
         assert!(
             !py.executable.to_string_lossy().contains("shims"),

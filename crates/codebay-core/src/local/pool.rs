@@ -9,33 +9,14 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
-use super::session::{LocalSession, SessionError, SessionOptions};
-use crate::request::Language;
-
-/// How many sessions to keep ready, and which interpreters to start in them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PoolOptions {
-    /// 0 disables the pool: every `create()` builds its own sandbox.
-    pub size: usize,
-    pub prewarm: Vec<Language>,
-}
-
-impl Default for PoolOptions {
-    fn default() -> Self {
-        PoolOptions {
-            size: 2,
-            prewarm: vec![Language::Python],
-        }
-    }
-}
+use super::session::{LocalSession, Placement};
+use crate::error::CodebayError;
+use crate::options::{SessionOptions, MAX_POOL_SIZE};
 
 /// How long a refill waits after the `create()` that triggered it. Measured here: a
 /// refill running at once made that session's first run ~3x slower and its close
 /// 4-5x slower (15-22 ms instead of ~4 ms) on this 2-core machine.
 const REFILL_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// The most sessions kept ready for one option set: each idles at ~15 MiB.
-pub const MAX_POOL_SIZE: usize = 16;
 
 #[derive(Default)]
 struct Shelf {
@@ -51,52 +32,53 @@ fn shelves() -> &'static Mutex<HashMap<Key, Shelf>> {
     SHELVES.get_or_init(Default::default)
 }
 
-fn key(options: &SessionOptions, pool: &PoolOptions) -> Key {
+fn key(options: &SessionOptions, placement: &Placement) -> Key {
     // Debug of plain data with ordered maps: equal options give equal keys.
-    format!("{options:?}|{:?}", pool.prewarm)
+    format!("{options:?}|{placement:?}")
 }
 
 /// A ready session for `options`: from the pool when one is there, else built now.
 /// Either way the pool is topped up in the background (needs a tokio runtime).
 pub async fn acquire(
     options: SessionOptions,
-    pool: PoolOptions,
-) -> Result<LocalSession, SessionError> {
-    if pool.size == 0 {
-        return build(options, &pool.prewarm).await;
+    placement: Placement,
+) -> Result<LocalSession, CodebayError> {
+    if options.pool.size == 0 {
+        return build(&options, &placement).await;
     }
-    let key = key(&options, &pool);
+    let key = key(&options, &placement);
     let taken = {
         let mut shelves = shelves().lock().expect("pool lock");
         shelves.entry(key.clone()).or_default().ready.pop()
     };
     let session = match taken {
         Some(session) => session,
-        None => build(options.clone(), &pool.prewarm).await?,
+        None => build(&options, &placement).await?,
     };
-    refill(key, options, pool);
+    refill(key, options, placement);
     Ok(session)
 }
 
 async fn build(
-    options: SessionOptions,
-    prewarm: &[Language],
-) -> Result<LocalSession, SessionError> {
-    let session = LocalSession::create(options).await?;
-    if let Err(err) = session.prewarm(prewarm).await {
+    options: &SessionOptions,
+    placement: &Placement,
+) -> Result<LocalSession, CodebayError> {
+    let session = LocalSession::create(options, placement).await?;
+    if let Err(err) = session.prewarm(&options.pool.prewarm).await {
         session.close().await;
-        return Err(err.into());
+        return Err(err);
     }
     Ok(session)
 }
 
 /// Builds sessions until the shelf holds `pool.size`; a failure stops the refill
 /// (the next `acquire` builds its own and so reports the error to its caller).
-fn refill(key: Key, options: SessionOptions, pool: PoolOptions) {
+fn refill(key: Key, options: SessionOptions, placement: Placement) {
+    let size = options.pool.size.min(MAX_POOL_SIZE);
     {
         let mut shelves = shelves().lock().expect("pool lock");
         let shelf = shelves.entry(key.clone()).or_default();
-        if shelf.refilling || shelf.ready.len() >= pool.size.min(MAX_POOL_SIZE) {
+        if shelf.refilling || shelf.ready.len() >= size {
             return;
         }
         shelf.refilling = true;
@@ -106,7 +88,7 @@ fn refill(key: Key, options: SessionOptions, pool: PoolOptions) {
         // interpreter's boot: let the caller's first runs (and a quick close) go first.
         tokio::time::sleep(REFILL_DELAY).await;
         loop {
-            let built = build(options.clone(), &pool.prewarm).await;
+            let built = build(&options, &placement).await;
             let mut shelves = shelves().lock().expect("pool lock");
             let shelf = shelves.entry(key.clone()).or_default();
             match built {
@@ -116,7 +98,7 @@ fn refill(key: Key, options: SessionOptions, pool: PoolOptions) {
                     return;
                 }
             }
-            if shelf.ready.len() >= pool.size.min(MAX_POOL_SIZE) {
+            if shelf.ready.len() >= size {
                 shelf.refilling = false;
                 return;
             }
@@ -125,9 +107,9 @@ fn refill(key: Key, options: SessionOptions, pool: PoolOptions) {
 }
 
 /// How many sessions are ready for these options (for tests and benchmarks).
-pub fn ready_count(options: &SessionOptions, pool: &PoolOptions) -> usize {
+pub fn ready_count(options: &SessionOptions, placement: &Placement) -> usize {
     let shelves = shelves().lock().expect("pool lock");
     shelves
-        .get(&key(options, pool))
+        .get(&key(options, placement))
         .map_or(0, |s| s.ready.len())
 }

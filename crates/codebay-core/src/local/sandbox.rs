@@ -1,55 +1,19 @@
-//! The `codebay-sandbox` helper process, seen from the addon: start it, ask it for
-//! interpreter processes, end it. The protocol is docs/internals.md §1–2.
+//! The `codebay-sandbox` helper process, seen from the engine: start it with the
+//! config, ask it to spawn and kill processes, end it (docs/internals.md §1–2). Every
+//! message is a `codebay_protocol::helper` type; descriptors travel with
+//! `codebay_sandbox::sys`'s SCM_RIGHTS functions.
 
 use std::collections::BTreeMap;
-use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use nix::sys::socket::{self, ControlMessageOwned, MsgFlags};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use codebay_protocol::helper::{MAX_FDS, MAX_MESSAGE_BYTES};
+use codebay_protocol::{CgroupInfo, HelperReply, HelperRequest, SandboxConfig, SpawnedFds};
+use codebay_sandbox::sys::{recv_with_fds, send_with_fds};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Mutex;
-
-use crate::request::Language;
-
-/// What the helper needs to build one sandbox (docs/internals.md §1).
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SandboxConfig {
-    pub session_id: String,
-    pub memory_bytes: u64,
-    pub max_processes: u32,
-    pub cpu_cores: Option<f64>,
-    pub network: bool,
-    pub workspace_bytes: u64,
-    pub tmp_bytes: u64,
-    pub read_only_paths: Vec<PathBuf>,
-    pub runtimes_dir: PathBuf,
-    pub python_executable: PathBuf,
-    pub node_executable: PathBuf,
-    pub env: BTreeMap<String, String>,
-    pub max_open_files: u64,
-    pub max_file_bytes: u64,
-}
-
-/// The helper's first answer once the sandbox stands.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Ready {
-    pub cgroup: CgroupInfo,
-    /// v2 `memory.events` or v1 `memory.oom_control`: both have an `oom_kill N` line.
-    pub memory_events: PathBuf,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct CgroupInfo {
-    pub version: u8,
-    pub dirs: Vec<PathBuf>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -58,7 +22,8 @@ pub enum SandboxError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// A layer of the sandbox could not be built; `step` names it. Nothing runs.
+    /// A layer of the sandbox could not be built, or a spawn was refused; `step` names
+    /// the layer. Nothing runs.
     #[error("the sandbox could not be built ({step}): {message}")]
     Setup { step: String, message: String },
     #[error("the sandbox helper broke its protocol: {0}")]
@@ -67,20 +32,23 @@ pub enum SandboxError {
     Gone(String),
 }
 
-/// The five descriptors of one interpreter, in the order init sends them.
-pub struct DriverFds {
-    pub pid: i64,
-    pub request_w: OwnedFd,
-    pub reply_r: OwnedFd,
-    pub stdout_r: OwnedFd,
-    pub stderr_r: OwnedFd,
-    pub pidfd: OwnedFd,
+impl SandboxError {
+    /// The kernel lacks what isolation needs (as opposed to a failure of this host).
+    pub fn is_kernel_unsupported(&self) -> bool {
+        matches!(self, SandboxError::Setup { step, .. } if step == "kernel_check")
+    }
+}
+
+/// A spawned process: its pid inside the sandbox and its descriptors.
+pub struct Spawned {
+    pub pid: i32,
+    pub fds: SpawnedFds<OwnedFd>,
 }
 
 pub struct Sandbox {
     control: Mutex<Option<ControlSocket>>,
     helper: Mutex<Option<tokio::process::Child>>,
-    pub ready: Ready,
+    pub cgroup: CgroupInfo,
 }
 
 /// Long enough for the helper to kill a full pid namespace and remove its cgroups.
@@ -91,16 +59,11 @@ impl Sandbox {
         helper_path: &Path,
         config: &SandboxConfig,
     ) -> Result<Sandbox, SandboxError> {
-        let (ours, theirs) = socket::socketpair(
-            socket::AddressFamily::Unix,
-            socket::SockType::SeqPacket,
-            None,
-            socket::SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(|e| SandboxError::Spawn {
+        let spawn_error = |source: std::io::Error| SandboxError::Spawn {
             path: helper_path.into(),
-            source: e.into(),
-        })?;
+            source,
+        };
+        let (ours, theirs) = codebay_sandbox::sys::seqpacket_pair().map_err(spawn_error)?;
         let stderr = if std::env::var_os("CODEBAY_DEBUG").is_some() {
             Stdio::inherit()
         } else {
@@ -110,94 +73,114 @@ impl Sandbox {
         // which would be unsound in a multi-threaded process like Node.
         // No kill_on_drop: a session dropped without close() (Node exiting, a lost
         // reference) must still be cleaned up, and only the helper can remove its
-        // cgroups. SIGKILLing it would leave them behind; dropping our socket end
-        // instead makes init exit and the helper clean up and exit by itself.
+        // cgroups. Dropping our socket end makes init exit and the helper clean up.
         let mut child = tokio::process::Command::new(helper_path)
             .stdin(Stdio::from(theirs))
             .stdout(Stdio::null())
             .stderr(stderr)
             .env_clear()
             .spawn()
-            .map_err(|source| SandboxError::Spawn {
-                path: helper_path.into(),
-                source,
-            })?;
+            .map_err(spawn_error)?;
         let mut control = ControlSocket::new(ours)?;
-        let config = serde_json::to_value(config).expect("the config serialises");
+        let config = serde_json::to_vec(config).expect("the config serialises");
         let answer = async {
             control.send(&config).await?;
             control.recv().await
         }
         .await;
-        let (message, _) = match answer {
-            Ok(answer) => answer,
-            Err(err) => {
-                end_helper(control, &mut child).await;
-                return Err(err);
-            }
-        };
-        match message.get("type").and_then(Value::as_str) {
-            Some("ready") => {
-                let ready: Ready = serde_json::from_value(message.clone()).map_err(|e| {
-                    SandboxError::Protocol(format!("bad ready message {message}: {e}"))
-                })?;
-                Ok(Sandbox {
-                    control: Mutex::new(Some(control)),
-                    helper: Mutex::new(Some(child)),
-                    ready,
-                })
-            }
-            Some("error") => {
+        match answer {
+            Ok((HelperReply::Ready { cgroup }, _)) => Ok(Sandbox {
+                control: Mutex::new(Some(control)),
+                helper: Mutex::new(Some(child)),
+                cgroup,
+            }),
+            Ok((HelperReply::Error { step, message, .. }, _)) => {
                 let _ = tokio::time::timeout(EXIT_GRACE, child.wait()).await;
-                Err(setup_error(&message))
+                Err(SandboxError::Setup { step, message })
             }
-            _ => {
+            Ok((other, _)) => {
                 end_helper(control, &mut child).await;
                 Err(SandboxError::Protocol(format!(
-                    "expected ready, got {message}"
+                    "expected ready, got {other:?}"
                 )))
+            }
+            Err(err) => {
+                end_helper(control, &mut child).await;
+                Err(err)
             }
         }
     }
 
-    /// Starts one interpreter for `language` inside the sandbox.
-    pub async fn spawn(&self, id: u64, language: Language) -> Result<DriverFds, SandboxError> {
-        let (message, fds) = self
-            .request(json!({ "type": "spawn", "id": id, "language": language.canonical() }))
-            .await?;
-        if message.get("type").and_then(Value::as_str) != Some("spawned") {
-            return Err(setup_error(&message));
+    /// Starts `argv` in a new child cgroup `context` of the session's.
+    pub async fn spawn(
+        &self,
+        id: u64,
+        context: &str,
+        argv: Vec<String>,
+        env: BTreeMap<String, String>,
+        cwd: &str,
+    ) -> Result<Spawned, SandboxError> {
+        let request = HelperRequest::Spawn {
+            id,
+            context: context.into(),
+            argv,
+            env,
+            cwd: cwd.into(),
+        };
+        match self.request(&request).await? {
+            (HelperReply::Spawned { id: got, pid }, fds) if got == id => {
+                let fds = SpawnedFds::from_vec(fds).map_err(|fds| {
+                    SandboxError::Protocol(format!(
+                        "spawn sent {} descriptors, not {}",
+                        fds.len(),
+                        SpawnedFds::<OwnedFd>::COUNT
+                    ))
+                })?;
+                Ok(Spawned { pid, fds })
+            }
+            (HelperReply::Error { step, message, .. }, _) => {
+                Err(SandboxError::Setup { step, message })
+            }
+            (other, _) => Err(SandboxError::Protocol(format!(
+                "expected spawned {id}, got {other:?}"
+            ))),
         }
-        let pid = message.get("pid").and_then(Value::as_i64).unwrap_or(-1);
-        let [request_w, reply_r, stdout_r, stderr_r, pidfd]: [OwnedFd; 5] =
-            fds.try_into().map_err(|fds: Vec<OwnedFd>| {
-                SandboxError::Protocol(format!("spawn sent {} fds, not 5", fds.len()))
-            })?;
-        Ok(DriverFds {
-            pid,
-            request_w,
-            reply_r,
-            stdout_r,
-            stderr_r,
-            pidfd,
-        })
     }
 
-    /// Kills an interpreter and every process of its session (its children, a fork bomb).
-    pub async fn kill_group(&self, pid: i64) -> Result<(), SandboxError> {
-        let (message, _) = self.request(json!({ "type": "kill", "pid": pid })).await?;
-        match message.get("type").and_then(Value::as_str) {
-            Some("killed") => Ok(()),
-            _ => Err(setup_error(&message)),
+    /// Kills every process of a context's cgroup but `keep` (and then removes the
+    /// cgroup when nothing is kept).
+    pub async fn kill(
+        &self,
+        id: u64,
+        context: &str,
+        keep: Option<i32>,
+    ) -> Result<u32, SandboxError> {
+        let request = HelperRequest::Kill {
+            id,
+            context: context.into(),
+            keep_pid: keep,
+        };
+        match self.request(&request).await? {
+            (HelperReply::Killed { id: got, count }, _) if got == id => Ok(count),
+            (HelperReply::Error { step, message, .. }, _) => {
+                Err(SandboxError::Setup { step, message })
+            }
+            (other, _) => Err(SandboxError::Protocol(format!(
+                "expected killed {id}, got {other:?}"
+            ))),
         }
     }
 
-    async fn request(&self, message: Value) -> Result<(Value, Vec<OwnedFd>), SandboxError> {
+    async fn request(
+        &self,
+        request: &HelperRequest,
+    ) -> Result<(HelperReply, Vec<OwnedFd>), SandboxError> {
+        let bytes = serde_json::to_vec(request).expect("requests serialise");
         let mut guard = self.control.lock().await;
         let control = guard
             .as_mut()
             .ok_or_else(|| SandboxError::Gone("the session is closed".into()))?;
-        control.send(&message).await?;
+        control.send(&bytes).await?;
         control.recv().await
     }
 
@@ -226,96 +209,58 @@ async fn end_helper(control: impl Sized, child: &mut tokio::process::Child) {
     }
 }
 
-fn setup_error(message: &Value) -> SandboxError {
-    let text = |k: &str| {
-        message
-            .get(k)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned()
-    };
-    if message.get("type").and_then(Value::as_str) == Some("error") {
-        SandboxError::Setup {
-            step: text("step"),
-            message: text("message"),
-        }
-    } else {
-        SandboxError::Protocol(format!("unexpected message {message}"))
-    }
-}
-
-/// The addon's end of the SOCK_SEQPACKET control socket: one JSON object per datagram.
+/// The engine's end of the SOCK_SEQPACKET control socket.
 struct ControlSocket {
     fd: AsyncFd<OwnedFd>,
 }
 
-const MAX_MESSAGE: usize = 64 * 1024;
-const MAX_FDS: usize = 8;
-
 impl ControlSocket {
     fn new(fd: OwnedFd) -> Result<Self, SandboxError> {
-        set_nonblocking(fd.as_raw_fd())
-            .map_err(|e| SandboxError::Protocol(format!("control socket: {e}")))?;
-        let fd =
-            register(fd).map_err(|e| SandboxError::Protocol(format!("control socket: {e}")))?;
-        Ok(ControlSocket { fd })
+        let protocol = |e: std::io::Error| SandboxError::Protocol(format!("control socket: {e}"));
+        set_nonblocking(fd.as_raw_fd()).map_err(protocol)?;
+        Ok(ControlSocket {
+            fd: register(fd).map_err(protocol)?,
+        })
     }
 
-    async fn send(&mut self, message: &Value) -> Result<(), SandboxError> {
-        let bytes = message.to_string().into_bytes();
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), SandboxError> {
         loop {
             let mut guard = self.fd.writable().await.map_err(gone)?;
-            let sent = guard.try_io(|fd| {
-                socket::sendmsg::<()>(
-                    fd.as_raw_fd(),
-                    &[IoSlice::new(&bytes)],
-                    &[],
-                    MsgFlags::MSG_NOSIGNAL,
-                    None,
-                )
-                .map_err(std::io::Error::from)
-            });
-            match sent {
-                Ok(Ok(_)) => return Ok(()),
-                Ok(Err(e)) => return Err(gone(e)),
+            match guard.try_io(|fd| send_with_fds(fd.as_raw_fd(), bytes, &[])) {
+                Ok(result) => return result.map_err(gone),
                 Err(_would_block) => continue,
             }
         }
     }
 
-    async fn recv(&mut self) -> Result<(Value, Vec<OwnedFd>), SandboxError> {
-        let mut buf = vec![0u8; MAX_MESSAGE];
+    async fn recv(&mut self) -> Result<(HelperReply, Vec<OwnedFd>), SandboxError> {
+        let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
         loop {
             let mut guard = self.fd.readable().await.map_err(gone)?;
-            let got = guard.try_io(|fd| receive(fd.as_raw_fd(), &mut buf));
-            match got {
+            match guard.try_io(|fd| recv_with_fds(fd.as_raw_fd(), &mut buf)) {
                 Ok(Ok((0, _))) => {
                     return Err(SandboxError::Gone("the sandbox helper exited".into()))
                 }
                 Ok(Ok((n, fds))) => {
-                    let message = serde_json::from_slice(&buf[..n])
-                        .map_err(|e| SandboxError::Protocol(format!("not JSON: {e}")))?;
-                    return Ok((message, fds));
+                    if fds.len() > MAX_FDS {
+                        return Err(SandboxError::Protocol(format!(
+                            "{} descriptors in one message",
+                            fds.len()
+                        )));
+                    }
+                    let reply = serde_json::from_slice(&buf[..n]).map_err(|e| {
+                        SandboxError::Protocol(format!(
+                            "not a helper reply: {e}: {}",
+                            String::from_utf8_lossy(&buf[..n])
+                        ))
+                    })?;
+                    return Ok((reply, fds));
                 }
                 Ok(Err(e)) => return Err(gone(e)),
                 Err(_would_block) => continue,
             }
         }
     }
-}
-
-fn receive(fd: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedFd>)> {
-    let mut iov = [IoSliceMut::new(buf)];
-    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
-    let msg = socket::recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
-    let mut fds = Vec::new();
-    for cmsg in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(raw) = cmsg {
-            // SAFETY: SCM_RIGHTS gave this process new descriptors that nothing else owns.
-            fds.extend(raw.into_iter().map(|r| unsafe { OwnedFd::from_raw_fd(r) }));
-        }
-    }
-    Ok((msg.bytes, fds))
 }
 
 /// Registers a descriptor with the reactor.
