@@ -1,4 +1,4 @@
-// The benchmark of issue 4: `npm run bench` (node --no-node-snapshot bench/run.mjs).
+// The benchmark of issues 4 and 7: `npm run bench` (node --no-node-snapshot bench/run.mjs).
 //
 // Prints one markdown table on stdout, every codebay figure next to the baselines
 // measured in the same run, and a Target column computed from the measured ratios.
@@ -185,8 +185,13 @@ async function measureWarm(LocalSession) {
     await sleep(500) // let a pool refill triggered by create() finish
     const check = await session.code.runCode('print(1)', 'python')
     if (check.logs?.stdout?.join('') !== '1\n') throw new Error(`print(1) gave ${JSON.stringify(check)}`)
+    let streamed = 0
+    const streaming = { onStdout: () => { streamed++ } }
+    await session.code.runCode('print(1)', 'python', 60, streaming)
+    if (streamed !== 1) throw new Error(`onStdout was called ${streamed} times for print(1)`)
     const kinds = {
       pyWarm: () => session.code.runCode('print(1)', 'python'),
+      pyStream: () => session.code.runCode('print(1)', 'python', 60, streaming),
       pyFloor: () => floors.py.request({ code: 'print(1)' }),
       jsWarm: () => session.code.runCode('console.log(1)', 'javascript'),
       jsFloor: () => floors.js.request({ code: 'console.log(1)' }),
@@ -330,6 +335,14 @@ async function main() {
   // ---- Row 1: warm latency, Python
   const py = M.pyWarm
   row('1', '**codebay** warm `runCode(\'print(1)\', \'python\')`, one session', py ? { ...latency(py), other: `${py.n} runs in ${WARM_BLOCKS} blocks alternating with the floor's` } : { other: `skipped: ${errors.warm}` })
+  const pyStream = M.pyStream
+  if (py && pyStream) {
+    row('1', '**codebay** same, with `onStdout` set (the chunk streamed to a callback, then the result)', {
+      ...latency(pyStream),
+      other: `${pyStream.n} runs, in the same blocks`,
+      target: target('≤ 1.3× the run without it', pyStream.p50 / py.p50, pyStream.p50 / py.p50 <= 1.3),
+    })
+  }
   row('1', '↳ floor: bare warm python, JSON lines over a pipe (bench/floor_worker.py)', {
     ...latency(M.pyFloor),
     target: py ? target('codebay ≤ 4× floor', py.p50 / M.pyFloor?.p50, py.p50 / M.pyFloor?.p50 <= 4) : '',
@@ -491,7 +504,7 @@ async function main() {
   const kernel = os.release()
   const cpu = os.cpus()[0]?.model?.trim() || 'unknown cpu'
   process.stdout.write([
-    `codebay benchmark (issue 4), ${new Date().toISOString()}, commit ${gitRev()}`,
+    `codebay benchmark (issues 4, 7), ${new Date().toISOString()}, commit ${gitRev()}`,
     `machine: nproc ${os.availableParallelism?.() ?? os.cpus().length} (${cpu}), Linux ${kernel}, node ${process.version}, python ${pyInfo.version} (${realPython}), bwrap ${bwrap ? 'yes' : 'no'}`,
     '',
     ...lines,
