@@ -218,6 +218,16 @@ export interface CodeExecutionResultItem {
   isMainResult?: boolean
 }
 
+/** One language a `LocalSession` runs. */
+export interface LanguageInfo {
+  /** The canonical name, as `runCode` sends it. */
+  name: string
+  /** Other names `runCode` accepts (matched after trim + lower-case). */
+  aliases: Array<string>
+  /** File extensions (without the dot) the command line maps to it. */
+  extensions: Array<string>
+}
+
 /** What every session returns from a tool call (AgentBay's McpToolResult). */
 export interface McpToolResult {
   success: boolean
@@ -225,3 +235,6 @@ export interface McpToolResult {
   errorMessage: string
   requestId: string
 }
+
+/** The languages of a `LocalSession`, in the order error messages list them. */
+export declare function supportedLanguages(): Array<LanguageInfo>

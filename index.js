@@ -838,3 +838,4 @@ module.exports = nativeBinding
 module.exports.Code = nativeBinding.Code
 module.exports.LocalSession = nativeBinding.LocalSession
 module.exports.OutputMessage = nativeBinding.OutputMessage
+module.exports.supportedLanguages = nativeBinding.supportedLanguages

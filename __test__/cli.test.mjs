@@ -5,8 +5,10 @@ import { fileURLToPath } from 'node:url'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
+import { createRequire } from 'node:module'
 
 const CLI = fileURLToPath(new URL('../bin/codebay.js', import.meta.url))
+const codebayForCli = () => createRequire(import.meta.url)('../index.js')
 
 function codebay(args, input) {
   return spawnSync(process.execPath, [CLI, ...args], { input, encoding: 'utf8', timeout: 30_000 })
@@ -59,4 +61,10 @@ test('usage errors exit 2 with a message', () => {
     assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`)
     assert.match(r.stderr, /^codebay: .+\n\nUsage:/, args.join(' '))
   }
+})
+
+test('file extensions come from the engine\'s runtime registry', () => {
+  const { supportedLanguages } = codebayForCli()
+  assert.deepEqual(supportedLanguages().map((l) => [l.name, l.extensions]), [['python', ['py']], ['javascript', ['js', 'mjs', 'cjs']]])
+  assert.deepEqual(supportedLanguages()[1].aliases, ['js', 'node', 'nodejs'])
 })

@@ -20,7 +20,12 @@ Runs the code in a fresh local sandbox and prints what it printed.
 
 Exit status: 0 when the code ran cleanly, 1 when it failed, 2 on a usage error.`
 
-const EXTENSIONS = { '.py': 'python', '.js': 'javascript', '.cjs': 'javascript', '.mjs': 'javascript' }
+/** The language of a file, from the engine's runtime registry (its extensions). */
+function languageOfFile(file) {
+  const extension = path.extname(file).toLowerCase().slice(1)
+  const { supportedLanguages } = require('../index.js')
+  return supportedLanguages().find((language) => language.extensions.includes(extension))?.name
+}
 
 class UsageError extends Error {}
 
@@ -53,7 +58,7 @@ function parse(argv) {
   if (file === undefined && values.code === undefined) throw new UsageError('no code given: use --code, a FILE or -')
   let language = values.language
   if (language === undefined) {
-    const fromExtension = file && file !== '-' ? EXTENSIONS[path.extname(file).toLowerCase()] : undefined
+    const fromExtension = file && file !== '-' ? languageOfFile(file) : undefined
     if (!fromExtension) throw new UsageError('no --language given, and none can be told from a file extension')
     language = fromExtension
   }

@@ -6,11 +6,13 @@ mod errors;
 mod js_session;
 mod local_session;
 mod package_files;
+mod runtimes;
 mod sink;
 mod types;
 
 pub use code::Code;
 pub use local_session::LocalSession;
+pub use runtimes::{supported_languages, LanguageInfo};
 pub use types::*;
 
 /// One tokio worker instead of one per core. The addon's tasks only move bytes between
