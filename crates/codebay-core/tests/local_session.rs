@@ -10,6 +10,7 @@ use codebay_core::{
     Cancel, Code, CodeExecutionResult, LocalSession, Placement, Registry, RunControl, RunOptions,
     Runtime, Session, SessionOptions,
 };
+use codebay_protocol::helper::RUNTIMES_INSIDE;
 use serde_json::json;
 
 fn placement(registry: Registry) -> Placement {
@@ -319,26 +320,18 @@ async fn a_cancelled_run_is_an_abort_error_and_the_context_keeps_its_state() {
 /// to the registry. The helper is not touched: it executes the command line it is given.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_runtime_is_one_descriptor() {
-    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .canonicalize()
-        .unwrap();
     let mut upper = Runtime::python();
     upper.name = "upper".into();
     upper.aliases = vec!["shout".into()];
     upper.extensions = vec!["up".into()];
-    let driver = fixtures
-        .join("upper_driver.py")
-        .to_string_lossy()
-        .into_owned();
-    upper.command = Arc::new(move |found| {
+    // Beside the built-in drivers, in the package's runtimes directory.
+    upper.command = Arc::new(|found| {
         Ok(vec![
             found.get("python")?.to_string_lossy().into_owned(),
             "-I".into(),
-            driver.clone(),
+            format!("{RUNTIMES_INSIDE}/testing/upper_driver.py"),
         ])
     });
-    upper.read_only_paths = vec![fixtures];
     let registry = Registry::default().with(upper);
     let session = LocalSession::create(&options(), &placement(registry))
         .await

@@ -14,12 +14,14 @@ use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::accounting::{ContextCounters, Events};
+use super::accounting::{ContextCounters, Events, Snapshot};
 use super::interpreter::{random_id, Exchange, Interpreter, RunEnd, RunOutcome, Stop};
 use super::sandbox::Sandbox;
 use codebay_protocol::BackendOutput;
 
 const MIB: u64 = 1024 * 1024;
+/// How long an interpreter killed for memory while idle may take to exit.
+const IDLE_KILL_SETTLES_WITHIN: std::time::Duration = std::time::Duration::from_millis(500);
 /// How long an interpreter gets to reap the children killed after a process-limit
 /// hit (Node does at once; Python's subprocess only when it polls them).
 const CHILDREN_REAPED_WITHIN: std::time::Duration = std::time::Duration::from_millis(100);
@@ -122,6 +124,8 @@ impl ContextHandle {
             launch,
             shared: shared.clone(),
             interpreter: None,
+            after_last_run: None,
+            lost_while_idle: None,
             gate: gate.clone(),
         };
         shared.runtime.spawn(task.serve(queue));
@@ -205,6 +209,11 @@ struct ContextTask {
     launch: Launch,
     shared: Arc<Shared>,
     interpreter: Option<(Interpreter, ContextCounters)>,
+    /// The interpreter's counters when its last run ended: what happened after that
+    /// happened while it was idle.
+    after_last_run: Option<Snapshot>,
+    /// Why the previous interpreter died while no run was in progress, for the next run.
+    lost_while_idle: Option<String>,
     gate: Arc<Gate>,
 }
 
@@ -272,6 +281,7 @@ impl ContextTask {
             let _ = reply.send(closed_report(false));
             return;
         }
+        self.settle_idle_kill().await;
         // An early write into an interpreter that had died meanwhile reached nobody.
         if in_pipe
             && self
@@ -292,16 +302,27 @@ impl ContextTask {
             )));
             return;
         }
+        // Said first, so that the run's own output reads after it.
+        let notice = self.lost_while_idle.take().map(|why| {
+            format!("[codebay] The {} interpreter of this context {why} while no run was in progress; its state was lost and this run started a fresh interpreter.\n", self.info.language)
+        });
+        if let (Some(notice), Some(sink)) = (&notice, &exchange.sink) {
+            sink.stderr(notice, crate::session::now_ns());
+        }
         let (interpreter, counters) = self.interpreter.as_mut().expect("just ensured");
         let before = counters.snapshot();
         let cap = self.shared.output_cap;
         let outcome = interpreter.run(exchange, cap, reply.closed()).await;
         let events = counters.since(before);
+        self.after_last_run = Some(counters.snapshot());
         let mut kept = interpreter.alive;
         if kept && events.processes {
             kept = self.clear_children().await;
         }
-        let report = self.describe(timeout_s, outcome, events, kept);
+        let mut report = self.describe(timeout_s, outcome, events, kept);
+        if let Some(notice) = notice {
+            report.output.stderr.insert(0, notice);
+        }
         if !kept {
             self.stop_interpreter().await;
         }
@@ -311,6 +332,31 @@ impl ContextTask {
             report
         };
         let _ = reply.send(report);
+    }
+
+    /// A process of this context was killed for memory since its last run: when the
+    /// victim is the interpreter itself it may still be exiting. Give it the moment it
+    /// takes, so the run goes to a fresh interpreter and is told why, instead of failing
+    /// on a dying one.
+    async fn settle_idle_kill(&mut self) {
+        let Some((interpreter, counters)) = &self.interpreter else {
+            return;
+        };
+        if !interpreter.alive
+            || !self
+                .after_last_run
+                .is_some_and(|a| counters.since(a).memory)
+        {
+            return;
+        }
+        let deadline = Instant::now() + IDLE_KILL_SETTLES_WITHIN;
+        while !interpreter.has_exited() && Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        if !interpreter.has_exited() {
+            // The victim was one of its children: the interpreter lives on.
+            self.after_last_run = Some(counters.snapshot());
+        }
     }
 
     /// Kills whatever the interpreter forked and keeps the interpreter, if that frees
@@ -343,6 +389,22 @@ impl ContextTask {
     }
 
     async fn ensure_interpreter(&mut self) -> Result<&mut Interpreter, String> {
+        if let Some((interpreter, counters)) = &self.interpreter {
+            // Alive as far as we knew, yet gone: it died between runs.
+            if interpreter.alive && interpreter.has_exited() {
+                let killed = self
+                    .after_last_run
+                    .is_some_and(|after| counters.since(after).memory);
+                self.lost_while_idle = Some(if killed {
+                    format!(
+                        "was killed because the session ran out of memory (limit {})",
+                        size(self.shared.memory_limit)
+                    )
+                } else {
+                    "exited".to_owned()
+                });
+            }
+        }
         if self
             .interpreter
             .as_ref()
@@ -368,6 +430,7 @@ impl ContextTask {
             let counters = ContextCounters::open(self.shared.cgroup(), &cgroup);
             let interpreter = Interpreter::new(spawned.pid, cgroup, spawned.fds)
                 .map_err(|e| format!("its descriptors: {e}"))?;
+            self.after_last_run = Some(counters.snapshot());
             self.interpreter = Some((interpreter, counters));
         }
         Ok(&mut self.interpreter.as_mut().expect("just set").0)

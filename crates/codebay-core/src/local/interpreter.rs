@@ -22,6 +22,9 @@ use crate::session::{now_ns, Cancel, OutputSink};
 pub const INTERRUPT_GRACE: Duration = Duration::from_secs(1);
 /// A reply larger than this is not a reply: the interpreter is treated as broken.
 const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
+/// How long a streamed line's start waits for its end before it goes out alone
+/// (Python's unbuffered `print` writes the text and its newline separately).
+const PARTIAL_LINE_WAIT: Duration = Duration::from_millis(50);
 /// One pipe read: the size of a default pipe buffer.
 const READ_CHUNK: usize = 64 * 1024;
 type Buffers = [[u8; READ_CHUNK]; 3];
@@ -217,7 +220,14 @@ impl Interpreter {
         let [mut out_open, mut err_open] = self.closed_streams.map(|closed| !closed);
         let mut stopped: Option<(Stop, Instant)> = None;
         let mut caller_gone = false;
+        // When the start of a line read so far goes out without its end.
+        let mut flush_line_at: Option<Instant> = None;
         loop {
+            flush_line_at = match (flush_line_at, streams.holds_partial_line()) {
+                (_, false) => None,
+                (None, true) => Some(Instant::now() + PARTIAL_LINE_WAIT),
+                (at, true) => at,
+            };
             while let Some(line) = take_line(&mut self.reply_buf, &mut self.reply_scanned) {
                 match serde_json::from_slice::<DriverMessage>(&line) {
                     Ok(message) if message.id() != Some(exchange.id) => {
@@ -286,6 +296,10 @@ impl Interpreter {
                 },
                 _ = tokio::time::sleep_until(deadline), if stopped.is_none() => Some(Stop::Timeout),
                 _ = exchange.cancel.cancelled(), if stopped.is_none() => Some(Stop::Abort),
+                _ = tokio::time::sleep_until(flush_line_at.unwrap_or(deadline)), if flush_line_at.is_some() => {
+                    streams.flush_partial_lines();
+                    None
+                }
                 _ = &mut gone, if stopped.is_none() && !caller_gone => {
                     caller_gone = true;
                     Some(Stop::Dropped)
@@ -347,6 +361,24 @@ struct Streams<'a> {
 }
 
 impl Streams<'_> {
+    fn holds_partial_line(&self) -> bool {
+        self.stdout.holds_partial_line() || self.stderr.holds_partial_line()
+    }
+
+    fn flush_partial_lines(&mut self) {
+        let sink = self.sink;
+        self.stdout.flush_partial_line(&mut |c| {
+            if let Some(s) = sink {
+                s.stdout(c, now_ns())
+            }
+        });
+        self.stderr.flush_partial_line(&mut |c| {
+            if let Some(s) = sink {
+                s.stderr(c, now_ns())
+            }
+        });
+    }
+
     fn out(&mut self, bytes: &[u8]) {
         let sink = self.sink;
         self.stdout.push(bytes, &mut |c| {

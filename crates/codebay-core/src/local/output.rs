@@ -2,8 +2,10 @@
 //!
 //! Without a listener the bytes are collected and cut into chunks once the run ends
 //! (one per line; one chunk for a large output, taken without a copy). With one, each
-//! read is decoded and cut at once, handed to the listener, and kept: the chunks in the
-//! result's `logs` are exactly the chunks that were streamed.
+//! read is decoded and cut into lines at once, handed to the listener, and kept: the
+//! chunks in the result's `logs` are exactly the chunks that were streamed. The end of
+//! a line that has not come yet is held until it does, or until the caller flushes it
+//! (a prompt without a newline must not wait for the run's end).
 
 /// Up to this much output a run, each line is a chunk of its own.
 pub const LINE_CHUNKS_UP_TO: usize = 64 * 1024;
@@ -24,6 +26,8 @@ enum Mode {
         chunks: Vec<String>,
         /// The start of a character cut by the end of a read, waiting for its rest.
         partial: Vec<u8>,
+        /// Text after the last newline, waiting for the rest of its line.
+        line: String,
     },
 }
 
@@ -45,6 +49,7 @@ impl CappedOutput {
             mode: Mode::Stream {
                 chunks: Vec::new(),
                 partial: Vec::new(),
+                line: String::new(),
             },
         }
     }
@@ -58,7 +63,11 @@ impl CappedOutput {
         let bytes = &bytes[..take];
         match &mut self.mode {
             Mode::Collect(buf) => buf.extend_from_slice(bytes),
-            Mode::Stream { chunks, partial } => {
+            Mode::Stream {
+                chunks,
+                partial,
+                line,
+            } => {
                 if bytes.is_empty() {
                     return;
                 }
@@ -66,7 +75,36 @@ impl CappedOutput {
                 let complete = complete_utf8_prefix(partial);
                 let text = String::from_utf8_lossy(&partial[..complete]).into_owned();
                 partial.drain(..complete);
-                cut(text, self.kept, chunks, emit);
+                if self.kept > LINE_CHUNKS_UP_TO {
+                    // A flood: one chunk a read, whatever its lines.
+                    let text = std::mem::take(line) + &text;
+                    emit(&text);
+                    chunks.push(text);
+                    return;
+                }
+                line.push_str(&text);
+                while let Some(end) = line.find('\n') {
+                    let rest = line.split_off(end + 1);
+                    let done = std::mem::replace(line, rest);
+                    emit(&done);
+                    chunks.push(done);
+                }
+            }
+        }
+    }
+
+    /// Whether a streaming capture holds the start of a line.
+    pub fn holds_partial_line(&self) -> bool {
+        matches!(&self.mode, Mode::Stream { line, .. } if !line.is_empty())
+    }
+
+    /// Hands over the start of a line without waiting for its end.
+    pub fn flush_partial_line(&mut self, emit: &mut dyn FnMut(&str)) {
+        if let Mode::Stream { chunks, line, .. } = &mut self.mode {
+            if !line.is_empty() {
+                let text = std::mem::take(line);
+                emit(&text);
+                chunks.push(text);
             }
         }
     }
@@ -82,31 +120,16 @@ impl CappedOutput {
             Mode::Stream {
                 mut chunks,
                 partial,
+                mut line,
             } => {
-                if !partial.is_empty() {
-                    let rest = String::from_utf8_lossy(&partial).into_owned();
-                    emit(&rest);
-                    chunks.push(rest);
+                line.push_str(&String::from_utf8_lossy(&partial));
+                if !line.is_empty() {
+                    emit(&line);
+                    chunks.push(line);
                 }
                 chunks
             }
         }
-    }
-}
-
-/// One chunk per line while the run's output is small; past that, one chunk per read.
-fn cut(text: String, kept: usize, chunks: &mut Vec<String>, emit: &mut dyn FnMut(&str)) {
-    if text.is_empty() {
-        return;
-    }
-    if kept > LINE_CHUNKS_UP_TO {
-        emit(&text);
-        chunks.push(text);
-        return;
-    }
-    for line in text.split_inclusive('\n') {
-        emit(line);
-        chunks.push(line.to_owned());
     }
 }
 
@@ -195,13 +218,22 @@ mod tests {
     #[test]
     fn streaming_emits_what_it_keeps_as_it_comes() {
         let mut seen = Vec::new();
-        let mut out = CappedOutput::streaming(12);
+        let mut out = CappedOutput::streaming(16);
         out.push(b"one\ntw", &mut |c| seen.push(c.to_owned()));
-        assert_eq!(seen, ["one\n", "tw"], "a partial line is not held back");
-        out.push(b"o\nthree\n", &mut |c| seen.push(c.to_owned()));
+        assert_eq!(seen, ["one\n"], "the start of a line waits for its end");
+        assert!(out.holds_partial_line());
+        out.push(b"o\nthree\nfo", &mut |c| seen.push(c.to_owned()));
+        assert_eq!(seen, ["one\n", "two\n", "three\n"]);
+        out.flush_partial_line(&mut |c| seen.push(c.to_owned()));
+        assert!(!out.holds_partial_line());
+        out.push(b"ur\n", &mut |c| seen.push(c.to_owned()));
         let chunks = out.into_chunks(&mut |c| seen.push(c.to_owned()));
         assert_eq!(chunks, seen);
-        assert_eq!(chunks.concat(), "one\ntwo\nthre");
+        assert_eq!(
+            chunks,
+            ["one\n", "two\n", "three\n", "fo"],
+            "cut at the cap of 16 bytes"
+        );
     }
 
     #[test]
