@@ -173,6 +173,8 @@ describe('streaming', () => {
       const { LocalSession } = require(${JSON.stringify(INDEX)})
       const s = await LocalSession.create({ poolSize: 0, prewarm: [] })
       const r = await s.code.runCode("for i in range(3): print(i)", 'python', 20, { onStdout: () => { throw new Error('callback broke') } })
+      const rejected = await s.code.runCode("print('x')", 'python', 20, { onStdout: async () => { throw new Error('async callback broke') } })
+      if (!rejected.success) throw new Error('the run with a rejecting callback failed')
       const again = await s.code.runCode('40 + 2', 'python')
       console.log(JSON.stringify({ ok: r.success, out: r.logs.stdout, again: again.result }))
       await s.close()`
@@ -184,7 +186,8 @@ describe('streaming', () => {
     const code = await new Promise((resolve) => child.on('close', resolve))
     assert.equal(code, 0, err)
     assert.deepEqual(JSON.parse(out), { ok: true, out: ['0\n', '1\n', '2\n'], again: '42' })
-    assert.equal(err.match(/callback broke/g)?.length, 1, `reported once: ${err}`)
+    assert.equal(err.match(/: callback broke/g)?.length, 1, `reported once: ${err}`)
+    assert.equal(err.match(/async callback broke/g)?.length, 1, `a rejected promise is reported too: ${err}`)
   })
 })
 
@@ -324,6 +327,104 @@ describe('aliases and options', () => {
     ]
     for (const [options, kind, message] of bad) {
       await assert.rejects(LocalSession.create(options), (e) => e instanceof kind && e.code === 'ERR_CODEBAY_INVALID_OPTION' && message.test(e.message), JSON.stringify(options))
+    }
+  })
+})
+
+describe('edges found in review', () => {
+  let s
+  before(async () => { s = await LocalSession.create({ poolSize: 0 }) })
+  after(async () => { await s?.close() })
+
+  for (const [language, setup, slow] of [
+    ['python', 'keep = 7', 'import time\ntime.sleep(3)'],
+    ['javascript', 'var keep = 7', `const big = ${JSON.stringify('x'.repeat(2 * 2 ** 20))}; for (;;) {}`],
+  ]) {
+    test(`${language}: an abort right after the request was written still only interrupts`, async () => {
+      await ok(s.code, setup, language)
+      for (let i = 0; i < 3; i++) {
+        const controller = new AbortController()
+        const run = s.code.runCode(slow, language, 10, { signal: controller.signal })
+        queueMicrotask(() => controller.abort())
+        const r = await run
+        assert.equal(r.error?.name, 'AbortError', show(r))
+        assert.doesNotMatch(r.error.value, /killed/, show(r))
+        assert.equal((await ok(s.code, 'keep * 6', language)).result, '42')
+      }
+    })
+  }
+
+  test('a restart is ordered with the runs called after it', async () => {
+    const c = await s.code.createCodeContext({ language: 'python' })
+    for (let i = 0; i < 10; i++) {
+      await ok(s.code, 'x = 1', 'python', 10, { context: c })
+      const restarted = s.code.restartCodeContext(c)
+      const r = s.code.runCode('x', 'python', 10, { context: c })
+      await restarted
+      assert.equal((await r).error?.name, 'NameError')
+    }
+    await s.code.removeCodeContext(c)
+  })
+
+  test('a queued run that is aborted answers at once', async () => {
+    const first = s.code.runCode('import time\ntime.sleep(2)', 'python', 10)
+    const controller = new AbortController()
+    const t0 = Date.now()
+    const queued = s.code.runCode('1', 'python', 10, { signal: controller.signal })
+    setTimeout(() => controller.abort(), 100)
+    const r = await queued
+    assert.equal(r.error?.name, 'AbortError')
+    assert.ok(Date.now() - t0 < 1000, `answered after ${Date.now() - t0} ms`)
+    assert.equal((await first).success, true)
+  })
+
+  test('a signal is listened to only while its run runs', async () => {
+    const { getEventListeners } = await import('node:events')
+    const controller = new AbortController()
+    for (const bad of [() => s.code.runCode('1', 'cobol', 5, { signal: controller.signal }), () => s.code.runCode('1', 'python', -1, { signal: controller.signal, onStdout: () => {} })]) {
+      await assert.rejects(bad())
+    }
+    assert.equal(getEventListeners(controller.signal, 'abort').length, 0, 'refused calls leave nothing')
+    await ok(s.code, '1', 'python', 5, { signal: controller.signal })
+    await ok(s.code, 'print(1)', 'python', 5, { signal: controller.signal, onStdout: () => {} })
+    assert.equal(getEventListeners(controller.signal, 'abort').length, 0, 'settled runs leave nothing')
+  })
+
+  test('any callback gives the same chunks: lines, as without one', async () => {
+    const source = 'for i in range(3): print(i)'
+    const plain = await ok(s.code, source, 'python')
+    const onlyErrors = await ok(s.code, source, 'python', 10, { onError: () => {} })
+    const streamed = await ok(s.code, source, 'python', 10, { onStdout: () => {} })
+    assert.deepEqual(plain.logs.stdout, ['0\n', '1\n', '2\n'])
+    assert.deepEqual(onlyErrors.logs.stdout, plain.logs.stdout)
+    assert.deepEqual(streamed.logs.stdout, plain.logs.stdout)
+  })
+
+  test('a failure to queue a run reads the same over the session tools', async () => {
+    const direct = await s.code.runCode('1', 'python', 5, { context: 'ctx-missing' })
+    const wrapper = { callMcpTool: (n, a) => s.callMcpTool(n, a), getAPIKey: () => '', getSessionId: () => 'w' }
+    const { Code } = codebay
+    const overTools = await new Code(wrapper).runCode('1', 'python', 5, { context: 'ctx-missing' })
+    assert.equal(direct.error.name, 'ContextError')
+    assert.deepEqual({ ...overTools, requestId: '' }, { ...direct, requestId: '' })
+  })
+
+  test('odd options are refused with a code, never thrown synchronously', async () => {
+    await assert.rejects(LocalSession.create({ memoryBytes: NaN }), (e) => e instanceof RangeError && e.code === 'ERR_CODEBAY_INVALID_OPTION' && /memoryBytes must be a finite number/.test(e.message))
+    await assert.rejects(LocalSession.create([]), (e) => e instanceof TypeError && e.code === 'ERR_CODEBAY_INVALID_OPTION')
+    await assert.rejects(s.code.runCode('1', 'python', 5, []), (e) => e instanceof TypeError && e.code === 'ERR_CODEBAY_INVALID_OPTION')
+    const throwing = { get envs() { throw new Error('getter') } }
+    const p = s.code.runCode('1', 'python', 5, throwing)
+    assert.ok(p instanceof Promise, 'a throwing getter rejects the promise')
+    await assert.rejects(p, (e) => typeof e.code === 'string')
+    await assert.rejects(s.code.createCodeContext({ language: 'python', cwd: 'x'.repeat(300) }), (e) => e.code === 'ERR_CODEBAY_INVALID_ARGUMENT')
+  })
+
+  test('context operations on a closed session reject with ERR_CODEBAY_SESSION_CLOSED', async () => {
+    const closed = await LocalSession.create({ poolSize: 0, prewarm: [] })
+    await closed.close()
+    for (const op of [() => closed.code.listCodeContexts(), () => closed.code.restartCodeContext('python'), () => closed.code.removeCodeContext('ctx-1'), () => closed.code.createCodeContext({ language: 'python' })]) {
+      await assert.rejects(op(), (e) => e.code === 'ERR_CODEBAY_SESSION_CLOSED')
     }
   })
 })

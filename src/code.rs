@@ -262,11 +262,13 @@ impl Code {
                 )));
             }
         };
-        let (options, callbacks, cleanup) = read_run_options(env, &options)?;
+        let (options, callbacks, signal) = read_run_options(env, &options)?;
         if callbacks.is_empty() {
             let mut options = options;
             options.control.sink = None;
             let run = self.inner.run_code(code, &language, timeout_s, options)?;
+            // Listened to only once the run is accepted: a refused call leaves nothing on it.
+            let cleanup = signal.map(|s| s.listen(env)).transpose()?.flatten();
             return env
                 .spawn_future(async move {
                     Ok(ResultObject {
@@ -282,9 +284,11 @@ impl Code {
         type Settle = Box<dyn FnOnce(Env) -> Result<ResultObject>>;
         let slot: Rc<Cell<Option<napi::JsDeferred<ResultObject, Settle>>>> =
             Rc::new(Cell::new(None));
-        let settle_slot = slot.clone();
+        let cleanup_slot: Rc<Cell<Option<SignalCleanup>>> = Rc::new(Cell::new(None));
+        let (settle_slot, settle_cleanup) = (slot.clone(), cleanup_slot.clone());
         let sink = JsSink::new(env, callbacks, move |_, result| {
             if let Some(deferred) = settle_slot.take() {
+                let cleanup = settle_cleanup.take();
                 deferred.resolve(Box::new(move |_| Ok(ResultObject { result, cleanup })));
             }
         })
@@ -292,6 +296,7 @@ impl Code {
         let mut options = options;
         options.control.sink = Some(sink.clone());
         let run = self.inner.run_code(code, &language, timeout_s, options)?;
+        cleanup_slot.set(signal.map(|s| s.listen(env)).transpose()?.flatten());
         let (deferred, promise) = env
             .create_deferred::<ResultObject, Settle>()
             .map_err(errors::from_napi)?;
@@ -306,15 +311,20 @@ impl Code {
 }
 
 /// `runCode`'s options: the callbacks, the signal, `envs`, `context`.
-fn read_run_options(
-    env: &Env,
+fn read_run_options<'env>(
+    env: &'env Env,
     options: &Unknown,
-) -> std::result::Result<(RunOptions, Callbacks, Option<SignalCleanup>), CodebayError> {
+) -> std::result::Result<(RunOptions, Callbacks, Option<PendingSignal<'env>>), CodebayError> {
     let mut run = RunOptions::default();
     let mut callbacks = Callbacks::default();
     match options.get_type() {
         Ok(ValueType::Undefined) | Ok(ValueType::Null) => return Ok((run, callbacks, None)),
-        Ok(ValueType::Object) => {}
+        Ok(ValueType::Object) if !errors::is_array(options) => {}
+        Ok(ValueType::Object) => {
+            return Err(invalid_option(
+                "runCode options must be an object, got an array".into(),
+            ))
+        }
         Ok(other) => {
             return Err(invalid_option(format!(
                 "runCode options must be an object, got {}",
@@ -375,22 +385,22 @@ fn read_run_options(
     if let Some(context) = property("context")? {
         run.context = Some(context_of(&context)?);
     }
-    let mut cleanup = None;
+    let mut pending = None;
     if let Some(signal) = property("signal")? {
         let cancel = Cancel::default();
-        cleanup = watch_signal(env, &signal, &cancel)?;
+        pending = check_signal(env, &signal, &cancel)?;
         run.control = RunControl { sink: None, cancel };
     }
-    Ok((run, callbacks, cleanup))
+    Ok((run, callbacks, pending))
 }
 
 /// An AbortSignal: already aborted cancels now; otherwise an `abort` listener cancels
 /// later, and is removed when the run settles.
-fn watch_signal(
-    env: &Env,
+fn check_signal<'env>(
+    env: &'env Env,
     signal: &Unknown,
     cancel: &Cancel,
-) -> std::result::Result<Option<SignalCleanup>, CodebayError> {
+) -> std::result::Result<Option<PendingSignal<'env>>, CodebayError> {
     let not_a_signal = || invalid_option("signal must be an AbortSignal".into());
     if !is(signal, ValueType::Object) {
         return Err(not_a_signal());
@@ -418,26 +428,48 @@ fn watch_signal(
         cancel.cancel();
         return Ok(None);
     }
-    let on_abort = cancel.clone();
-    let listener = env
-        .create_function_from_closure("codebayOnAbort", move |_| {
-            on_abort.cancel();
-            Ok(())
-        })
-        .map_err(errors::from_napi)?;
     // SAFETY: checked to be functions of this env.
-    let add: Function<ListenerArgs, Unknown> =
+    let add =
         unsafe { Function::from_napi_value(env.raw(), add.raw()) }.map_err(errors::from_napi)?;
-    let remove: Function<ListenerArgs, Unknown> =
+    // SAFETY: as above. Typed 'static only so that the reference made from it in
+    // `listen` can be kept; the function itself is used during this call only.
+    let remove: Function<'static, ListenerArgs<'static>, Unknown<'static>> =
         unsafe { Function::from_napi_value(env.raw(), remove.raw()) }.map_err(errors::from_napi)?;
-    add.apply(object, FnArgs::from(("abort", listener)))
-        .map_err(errors::from_napi)?;
-    let remove = remove
-        .bind(object)
-        .and_then(|f| f.create_ref())
-        .map_err(errors::from_napi)?;
-    let listener = listener.create_ref().map_err(errors::from_napi)?;
-    Ok(Some(SignalCleanup { remove, listener }))
+    Ok(Some(PendingSignal {
+        object,
+        add,
+        remove,
+        cancel: cancel.clone(),
+    }))
+}
+
+/// A signal that is not aborted yet, checked, and not listened to until its run is
+/// accepted: a refused call leaves no listener behind.
+struct PendingSignal<'env> {
+    object: Object<'env>,
+    add: Function<'env, ListenerArgs<'env>, Unknown<'env>>,
+    remove: Function<'static, ListenerArgs<'static>, Unknown<'static>>,
+    cancel: Cancel,
+}
+
+impl PendingSignal<'_> {
+    /// `signal.addEventListener('abort', ...)`; the cleanup takes it off again.
+    fn listen(self, env: &Env) -> std::result::Result<Option<SignalCleanup>, CodebayError> {
+        let on_abort = self.cancel;
+        let listener = env
+            .create_function_from_closure("codebayOnAbort", move |_| {
+                on_abort.cancel();
+                Ok(())
+            })
+            .map_err(errors::from_napi)?;
+        self.add
+            .apply(self.object, FnArgs::from(("abort", listener)))
+            .map_err(errors::from_napi)?;
+        let remove = self.remove.bind(self.object).map_err(errors::from_napi)?;
+        let remove = remove.create_ref().map_err(errors::from_napi)?;
+        let listener = listener.create_ref().map_err(errors::from_napi)?;
+        Ok(Some(SignalCleanup { remove, listener }))
+    }
 }
 
 /// `addEventListener` / `removeEventListener`'s arguments: the event and the listener.

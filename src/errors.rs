@@ -5,8 +5,19 @@ use napi::bindgen_prelude::*;
 
 use codebay_core::{CodebayError, ErrorKind};
 
-/// The JavaScript error object for `error`.
+/// The JavaScript error object for `error`. An exception left pending by what failed
+/// (a getter of the caller's that threw) is cleared first: ours replaces it, as a
+/// rejection rather than a synchronous throw.
 pub fn to_js<'env>(env: &'env Env, error: &CodebayError) -> Result<Object<'env>> {
+    let mut pending = false;
+    // SAFETY: plain queries on a live env; the out-pointers are live locals.
+    unsafe {
+        napi::sys::napi_is_exception_pending(env.raw(), &mut pending);
+        if pending {
+            let mut thrown = std::ptr::null_mut();
+            napi::sys::napi_get_and_clear_last_exception(env.raw(), &mut thrown);
+        }
+    }
     let global = env.get_global()?;
     let class = match error.kind {
         ErrorKind::Error => "Error",
@@ -69,4 +80,12 @@ where
 /// Whether `value` is of `kind` (an unreadable value is of no kind).
 pub fn is(value: &Unknown, kind: ValueType) -> bool {
     matches!(value.get_type(), Ok(t) if t == kind)
+}
+
+/// Whether `value` is an array (which is also of kind object).
+pub fn is_array(value: &Unknown) -> bool {
+    let mut array = false;
+    // SAFETY: a live value of its env; the out-pointer is a live bool.
+    unsafe { napi::sys::napi_is_array(value.env(), value.raw(), &mut array) };
+    array
 }

@@ -128,7 +128,7 @@ pub fn string_of(value: &Unknown) -> String {
     }
 }
 
-fn is_promise(env: &Env, value: &Unknown) -> bool {
+pub fn is_promise(env: &Env, value: &Unknown) -> bool {
     let mut is = false;
     // SAFETY: a live value of this env; the out-pointer is a live bool.
     unsafe { napi::sys::napi_is_promise(env.raw(), value.raw(), &mut is) };

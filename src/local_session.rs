@@ -38,20 +38,28 @@ impl LocalSession {
             ValueType::Undefined | ValueType::Null => {
                 SessionOptions::from_json(&serde_json::Value::Null, &placement.registry)
             }
-            ValueType::Object => {
+            ValueType::Object if errors::is_array(&options) => Err(CodebayError::new(
+                codebay_core::ErrorCode::InvalidOption,
+                codebay_core::ErrorKind::TypeError,
+                "LocalSession.create takes an options object, got an array".to_owned(),
+            )),
+            ValueType::Object => match non_finite_option(env, &options) {
+                Some(e) => Err(e),
                 // SAFETY: a live object of this env.
-                match unsafe { serde_json::Value::from_napi_value(env.raw(), options.raw()) } {
-                    Ok(value) => SessionOptions::from_json(&value, &placement.registry),
-                    Err(e) => Err(CodebayError::new(
-                        codebay_core::ErrorCode::InvalidOption,
-                        codebay_core::ErrorKind::TypeError,
-                        format!(
-                            "LocalSession.create options must be plain data: {}",
-                            e.reason
-                        ),
-                    )),
+                None => {
+                    match unsafe { serde_json::Value::from_napi_value(env.raw(), options.raw()) } {
+                        Ok(value) => SessionOptions::from_json(&value, &placement.registry),
+                        Err(e) => Err(CodebayError::new(
+                            codebay_core::ErrorCode::InvalidOption,
+                            codebay_core::ErrorKind::TypeError,
+                            format!(
+                                "LocalSession.create options must be plain data: {}",
+                                e.reason
+                            ),
+                        )),
+                    }
                 }
-            }
+            },
             other => Err(CodebayError::new(
                 codebay_core::ErrorCode::InvalidOption,
                 codebay_core::ErrorKind::TypeError,
@@ -136,6 +144,29 @@ impl LocalSession {
     pub async fn close(&self) {
         self.inner.close().await
     }
+}
+
+/// JSON has no NaN or Infinity, so a number option that is one is named here, before
+/// the conversion would fail with a message that names nothing.
+fn non_finite_option(env: &Env, options: &Unknown) -> Option<CodebayError> {
+    // SAFETY: a live object of this env.
+    let object = unsafe { Object::from_napi_value(env.raw(), options.raw()) }.ok()?;
+    for key in Object::keys(&object).ok()? {
+        let value: Unknown = object.get_named_property(&key).ok()?;
+        if !errors::is(&value, ValueType::Number) {
+            continue;
+        }
+        // SAFETY: checked to be a number of this env.
+        let n = unsafe { f64::from_napi_value(env.raw(), value.raw()) }.ok()?;
+        if !n.is_finite() {
+            return Some(CodebayError::new(
+                codebay_core::ErrorCode::InvalidOption,
+                codebay_core::ErrorKind::RangeError,
+                format!("{key} must be a finite number, got {n}"),
+            ));
+        }
+    }
+    None
 }
 
 /// Where this package's parts are: the helper and the drivers beside the addon.

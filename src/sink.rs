@@ -2,7 +2,8 @@
 //! the run's end, all through one threadsafe function, so the callbacks are called in
 //! the order the output was written and the promise settles after the last of them.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use napi::bindgen_prelude::*;
@@ -66,7 +67,14 @@ impl JsSink {
         let target =
             env.create_function_from_closure::<(), (), _>("codebayDispatch", |_| Ok(()))?;
         let mut settle = Some(settle);
-        let reported = AtomicBool::new(false);
+        // A callback that throws, or whose promise rejects, is reported once per run
+        // and changes nothing else.
+        let reported = Rc::new(Cell::new(false));
+        let report = move |reported: &Rc<Cell<bool>>, reason: String| {
+            if !reported.replace(true) {
+                eprintln!("codebay: a runCode output callback threw, and was ignored: {reason}");
+            }
+        };
         let dispatch = target
             .build_threadsafe_function::<Event>()
             .callee_handled::<false>()
@@ -90,17 +98,26 @@ impl JsSink {
                         if let Some(settle) = settle.take() {
                             settle(env, *result);
                         }
-                        Ok(())
+                        Ok(None)
                     }
                 };
-                // A callback that throws is reported once per run and changes nothing else.
-                if let Err(thrown) = outcome {
-                    if !reported.swap(true, Ordering::SeqCst) {
-                        eprintln!(
-                            "codebay: a runCode output callback threw, and was ignored: {}",
-                            thrown.reason
-                        );
+                match outcome {
+                    Err(thrown) => report(&reported, thrown.reason),
+                    Ok(Some(returned)) if crate::js_session::is_promise(env, &returned) => {
+                        let reported = reported.clone();
+                        // SAFETY: just checked to be a promise of this env.
+                        let promise = unsafe { PromiseRaw::<Unknown>::from_napi_value(env.raw(), returned.raw()) };
+                        let caught = promise.and_then(|p| {
+                            p.catch(move |ctx: CallbackContext<Unknown>| {
+                                report(&reported, crate::js_session::string_of(&ctx.value));
+                                Ok(())
+                            })
+                        });
+                        if let Err(e) = caught {
+                            eprintln!("codebay: a runCode output callback's promise could not be watched: {}", e.reason);
+                        }
                     }
+                    Ok(_) => {}
                 }
                 Ok(())
             })?;
@@ -117,15 +134,22 @@ impl JsSink {
     }
 }
 
-fn call<T: ToNapiValue + JsValuesTupleIntoVec>(
-    env: &Env,
+/// Calls `callback` with what `make` builds; what it returned (a promise, maybe).
+fn call<'env, T: ToNapiValue + JsValuesTupleIntoVec>(
+    env: &'env Env,
     callback: &Option<FunctionRef<T, Unknown<'static>>>,
     make: impl FnOnce() -> T,
-) -> Result<()> {
-    if let Some(callback) = callback {
-        callback.borrow_back(env)?.call(make())?;
+) -> Result<Option<Unknown<'env>>> {
+    match callback {
+        Some(callback) => {
+            let returned = callback.borrow_back(env)?.call(make())?;
+            // SAFETY: the value was just returned on this env.
+            Ok(Some(unsafe {
+                Unknown::from_raw_unchecked(env.raw(), returned.raw())
+            }))
+        }
+        None => Ok(None),
     }
-    Ok(())
 }
 
 impl OutputSink for JsSink {

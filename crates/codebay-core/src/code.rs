@@ -104,7 +104,9 @@ pub fn absolute_cwd(cwd: &str) -> Result<String, CodebayError> {
     } else {
         format!("{HOME}/{}", cwd.trim_end_matches('/'))
     };
-    if valid_cwd(&path) {
+    // The kernel's limits on a path and on one of its names.
+    let fits = path.len() < 4096 && path.split('/').all(|name| name.len() <= 255);
+    if fits && valid_cwd(&path) {
         return Ok(path);
     }
     Err(CodebayError::new(
@@ -399,7 +401,14 @@ mod tests {
         assert_eq!(absolute_cwd("proj/a").unwrap(), "/home/user/proj/a");
         assert_eq!(absolute_cwd("/tmp/").unwrap(), "/tmp");
         assert_eq!(absolute_cwd("/home/user").unwrap(), "/home/user");
-        for bad in ["/etc", "../x", "/home/user/../../etc", "/home"] {
+        let long = "x".repeat(256);
+        for bad in [
+            "/etc",
+            "../x",
+            "/home/user/../../etc",
+            "/home",
+            long.as_str(),
+        ] {
             assert!(absolute_cwd(bad).is_err(), "{bad}");
         }
     }

@@ -89,7 +89,7 @@ async fn python_and_javascript_run_and_keep_state() {
     let r = run(&session, "1", "python", 10.0).await;
     assert_eq!(
         r.error_message.as_deref(),
-        Some("[ERR_CODEBAY_SESSION_CLOSED] The session is closed.")
+        Some("SessionClosed: The session is closed.")
     );
 }
 

@@ -88,6 +88,7 @@ enum Job {
         exchange: Exchange,
         timeout_s: f64,
         reply: oneshot::Sender<RunReport>,
+        started: Arc<AtomicBool>,
     },
     Start(oneshot::Sender<Result<(), String>>),
     Restart(oneshot::Sender<()>),
@@ -133,8 +134,9 @@ impl ContextHandle {
     }
 
     /// Queues a run now, in call order. The receiver gets the report; dropping it
-    /// stops the run (it is interrupted and drained, or never started).
-    pub fn submit(&self, run: RunJob) -> oneshot::Receiver<RunReport> {
+    /// stops the run (it is interrupted and drained, or never started). The flag is set
+    /// when the run's turn came and it began.
+    pub fn submit(&self, run: RunJob) -> (oneshot::Receiver<RunReport>, Arc<AtomicBool>) {
         let id = random_id();
         let request = DriverRequest {
             id,
@@ -146,18 +148,21 @@ impl ContextHandle {
             id,
             line: request.to_line(),
             written: 0,
+            written_to: None,
             started: None,
             timeout: std::time::Duration::from_secs_f64(run.timeout_s),
             sink: run.sink,
             cancel: run.cancel,
         };
         let (reply, report) = oneshot::channel();
+        let started = Arc::new(AtomicBool::new(false));
         let mut gate = self.gate.0.lock().expect("gate lock");
         if gate.queued == 0 && !exchange.cancel.is_cancelled() {
             if let Some(writer) = gate.idle_writer.take() {
                 if let Ok(n) = writer.try_write(exchange.line.as_bytes()) {
                     exchange.written = n;
                     exchange.started = Some(Instant::now());
+                    exchange.written_to = Some(writer);
                 }
             }
         }
@@ -166,12 +171,16 @@ impl ContextHandle {
         let timeout_s = run.timeout_s;
         // A send fails only when the task ended (the context was removed): the
         // receiver then sees a closed channel.
+        if exchange.written > 0 {
+            started.store(true, Ordering::SeqCst);
+        }
         let _ = self.jobs.send(Job::Run {
             exchange,
             timeout_s,
             reply,
+            started: started.clone(),
         });
-        report
+        (report, started)
     }
 
     fn control(&self, job: Job) {
@@ -189,18 +198,24 @@ impl ContextHandle {
             .unwrap_or_else(|_| Err("the context was removed".into()))
     }
 
-    /// A fresh interpreter for the runs queued after this: state cleared.
-    pub async fn restart(&self) {
+    /// A fresh interpreter for the runs queued after this: state cleared. Queued now,
+    /// when called, so a run called after it is served after it.
+    pub fn restart(&self) -> crate::session::BoxFuture<()> {
         let (tx, rx) = oneshot::channel();
         self.control(Job::Restart(tx));
-        let _ = rx.await;
+        Box::pin(async move {
+            let _ = rx.await;
+        })
     }
 
     /// Ends the context after the runs queued before this; runs queued after it fail.
-    pub async fn remove(&self) {
+    /// Queued now, when called.
+    pub fn remove(&self) -> crate::session::BoxFuture<()> {
         let (tx, rx) = oneshot::channel();
         self.control(Job::Remove(tx));
-        let _ = rx.await;
+        Box::pin(async move {
+            let _ = rx.await;
+        })
     }
 }
 
@@ -241,7 +256,11 @@ impl ContextTask {
                     exchange,
                     timeout_s,
                     reply,
-                } => self.run(exchange, timeout_s, reply).await,
+                    started,
+                } => {
+                    started.store(true, Ordering::SeqCst);
+                    self.run(exchange, timeout_s, reply).await
+                }
                 Job::Start(reply) => {
                     let started = self.ensure_interpreter().await.map(drop);
                     let _ = reply.send(started);
@@ -282,16 +301,6 @@ impl ContextTask {
             return;
         }
         self.settle_idle_kill().await;
-        // An early write into an interpreter that had died meanwhile reached nobody.
-        if in_pipe
-            && self
-                .interpreter
-                .as_ref()
-                .is_none_or(|(i, _)| i.has_exited())
-        {
-            exchange.written = 0;
-            exchange.started = None;
-        }
         if let Err(why) = self.ensure_interpreter().await {
             let _ = reply.send(RunReport::failure(ErrorInfo::new(
                 "SandboxError",
@@ -301,6 +310,17 @@ impl ContextTask {
                 ),
             )));
             return;
+        }
+        // An early write went to the interpreter that was idle then; if another one
+        // serves the run (that one died), the whole request goes to this one.
+        let served_by = &self.interpreter.as_ref().expect("just ensured").0.request;
+        if !exchange
+            .written_to
+            .as_ref()
+            .is_some_and(|w| Arc::ptr_eq(w, served_by))
+        {
+            exchange.written = 0;
+            exchange.started = None;
         }
         // Said first, so that the run's own output reads after it.
         let notice = self.lost_while_idle.take().map(|why| {

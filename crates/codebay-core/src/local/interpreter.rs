@@ -20,6 +20,8 @@ use crate::session::{now_ns, Cancel, OutputSink};
 
 /// After the interrupt, how long a run gets to stop by itself before it is killed.
 pub const INTERRUPT_GRACE: Duration = Duration::from_secs(1);
+/// How often the interrupt is repeated while a stopped run has not answered.
+const INTERRUPT_REPEAT: Duration = Duration::from_millis(50);
 /// A reply larger than this is not a reply: the interpreter is treated as broken.
 const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
 /// How long a streamed line's start waits for its end before it goes out alone
@@ -58,9 +60,10 @@ pub enum RunEnd {
 /// One run as the interpreter gets it.
 pub struct Exchange {
     pub id: u64,
-    /// The request line, and how much of it is in the pipe already.
+    /// The request line, and how much of it is in the pipe already, of which interpreter.
     pub line: String,
     pub written: usize,
+    pub written_to: Option<Arc<pipe::Sender>>,
     pub started: Option<Instant>,
     pub timeout: Duration,
     pub sink: Option<Arc<dyn OutputSink>>,
@@ -222,6 +225,10 @@ impl Interpreter {
         let mut caller_gone = false;
         // When the start of a line read so far goes out without its end.
         let mut flush_line_at: Option<Instant> = None;
+        // The interrupt is sent again until the run answers: a driver that is still
+        // reading the request takes a SIGINT then for one meant for the previous run,
+        // and drops it.
+        let mut interrupt_again_at: Option<Instant> = None;
         loop {
             flush_line_at = match (flush_line_at, streams.holds_partial_line()) {
                 (_, false) => None,
@@ -296,6 +303,11 @@ impl Interpreter {
                 },
                 _ = tokio::time::sleep_until(deadline), if stopped.is_none() => Some(Stop::Timeout),
                 _ = exchange.cancel.cancelled(), if stopped.is_none() => Some(Stop::Abort),
+                _ = tokio::time::sleep_until(interrupt_again_at.unwrap_or(deadline)), if interrupt_again_at.is_some() => {
+                    send_signal(&self.pidfd, libc::SIGINT);
+                    interrupt_again_at = Some(Instant::now() + INTERRUPT_REPEAT);
+                    None
+                }
                 _ = tokio::time::sleep_until(flush_line_at.unwrap_or(deadline)), if flush_line_at.is_some() => {
                     streams.flush_partial_lines();
                     None
@@ -312,6 +324,7 @@ impl Interpreter {
             if let Some(stop) = stop_now {
                 send_signal(&self.pidfd, libc::SIGINT);
                 stopped = Some((stop, Instant::now()));
+                interrupt_again_at = Some(Instant::now() + INTERRUPT_REPEAT);
             }
         }
     }

@@ -252,9 +252,10 @@ impl LocalSession {
                 timeout_s: request.timeout_s,
                 envs: request.envs,
                 sink: control.sink,
-                cancel: control.cancel,
+                cancel: control.cancel.clone(),
             }))
         });
+        let cancel = control.cancel;
         Box::pin(async move {
             if closed {
                 return RunReply {
@@ -262,11 +263,28 @@ impl LocalSession {
                     report: Err(closed_error()),
                 };
             }
-            let report = match submitted {
-                Ok(report) => report
-                    .await
-                    .map_err(|_| unknown_context("(removed while the run was queued)")),
-                Err(e) => Err(e),
+            let (mut report, started) = match submitted {
+                Ok(queued) => queued,
+                Err(e) => {
+                    return RunReply {
+                        request_id,
+                        report: Err(e),
+                    }
+                }
+            };
+            let gone = |_| unknown_context("(removed while the run was queued)");
+            // An abort while the run waits for its turn answers at once; the context's
+            // task then skips it. Once it began, the task stops it and answers.
+            let report = tokio::select! {
+                biased;
+                r = &mut report => r.map_err(gone),
+                _ = cancel.cancelled() => {
+                    if started.load(Ordering::SeqCst) {
+                        report.await.map_err(gone)
+                    } else {
+                        Ok(RunReport::failure(ErrorInfo::new("AbortError", "The run was aborted before it started.")))
+                    }
+                }
             };
             RunReply { request_id, report }
         })
@@ -323,11 +341,16 @@ impl LocalSession {
     }
 
     fn restart_code_context(&self, id: &str) -> Result<BoxFuture<()>, CodebayError> {
-        let context = self.context(id)?;
-        Ok(Box::pin(async move { context.restart().await }))
+        if self.is_closed() {
+            return Err(closed_error());
+        }
+        Ok(Box::pin(self.context(id)?.restart()))
     }
 
     fn remove_code_context(&self, id: &str) -> Result<BoxFuture<()>, CodebayError> {
+        if self.is_closed() {
+            return Err(closed_error());
+        }
         if self.0.registry.find(id).is_some_and(|r| r.name == id) {
             return Err(CodebayError::new(
                 ErrorCode::InvalidArgument,
@@ -346,7 +369,7 @@ impl LocalSession {
             contexts.created.retain(|c| c != id);
             context
         };
-        Ok(Box::pin(async move { context.remove().await }))
+        Ok(Box::pin(context.remove()))
     }
 
     /// The session as a tool server: never fails, every problem is a failed result.
@@ -471,8 +494,11 @@ impl Session for LocalSession {
     }
 
     fn list_contexts(&self) -> BoxFuture<Result<Vec<CodeContext>, CodebayError>> {
-        let list = self.list_code_contexts();
-        Box::pin(async move { Ok(list) })
+        let list = match self.is_closed() {
+            true => Err(closed_error()),
+            false => Ok(self.list_code_contexts()),
+        };
+        Box::pin(async move { list })
     }
 
     fn restart_context(&self, id: String) -> BoxFuture<Result<(), CodebayError>> {
@@ -509,7 +535,12 @@ impl RunReply {
     /// when the run failed; result bundles as JSON-encoded strings.
     pub fn into_tool_result(self) -> McpToolResult {
         match self.report {
-            Err(e) => McpToolResult::failed(e.to_tool_message(), self.request_id),
+            // A run that could not be queued fails like a run, so that every session
+            // kind reports it the same way.
+            Err(e) => {
+                let RunReport { output, .. } = RunReport::failure(run_error(e));
+                McpToolResult::failed(output.to_json(), self.request_id)
+            }
             Ok(RunReport {
                 success,
                 mut output,
@@ -531,19 +562,21 @@ impl RunReply {
     /// form: a large output is not encoded and parsed again.
     pub fn into_code_result(self) -> CodeExecutionResult {
         match self.report {
-            Err(e) => {
-                let name = match e.code {
-                    ErrorCode::SessionClosed => "SessionClosed",
-                    ErrorCode::UnknownContext => "ContextError",
-                    _ => "InvalidArgument",
-                };
-                CodeExecutionResult::failed(self.request_id, ErrorInfo::new(name, e.message))
-            }
+            Err(e) => CodeExecutionResult::failed(self.request_id, run_error(e)),
             Ok(RunReport { success, output }) => {
                 CodeExecutionResult::from_backend_output(output, self.request_id, success)
             }
         }
     }
+}
+
+/// Why a run could not be queued, as a run's error.
+fn run_error(e: CodebayError) -> ErrorInfo {
+    let name = match e.code {
+        ErrorCode::SessionClosed => "SessionClosed",
+        _ => "ContextError",
+    };
+    ErrorInfo::new(name, e.message)
 }
 
 fn closed_error() -> CodebayError {
