@@ -4,6 +4,8 @@ import assert from 'node:assert/strict'
 import { spawn, spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import fs from 'node:fs'
+import path from 'node:path'
+import os from 'node:os'
 import { cgroupDirs, sessionPids, waitFor } from './helpers.mjs'
 
 const INDEX = fileURLToPath(new URL('../index.js', import.meta.url))
@@ -62,4 +64,31 @@ test('without its sandbox helper, create() rejects naming it: nothing runs uniso
   })
   assert.equal(child.status, 0, `create() did not reject: ${child.stdout}${child.stderr}`)
   assert.match(child.stdout, /could not start the sandbox helper \/nonexistent\/codebay-sandbox/)
+})
+
+test('a helper that finds the kernel lacking fails create() with ERR_CODEBAY_KERNEL_UNSUPPORTED', () => {
+  // A stand-in helper: it reads the config datagram and answers as the real one does on a
+  // kernel without Landlock (the real helper's check is tested in crates/codebay-sandbox).
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'codebay-fake-helper-'))
+  const helper = path.join(dir, 'codebay-sandbox')
+  fs.writeFileSync(helper, [
+    '#!/usr/bin/python3',
+    'import os',
+    'os.read(0, 1 << 20)',
+    'os.write(0, b\'{"type":"error","step":"kernel_check","message":"the kernel lacks what the sandbox needs: Landlock"}\')',
+  ].join('\n'), { mode: 0o755 })
+  const script = `
+    const { LocalSession } = require(${JSON.stringify(INDEX)})
+    LocalSession.create({ poolSize: 0 }).then(
+      () => { console.log('created'); process.exit(3) },
+      (e) => { console.log(JSON.stringify({ name: e.name, code: e.code, message: e.message })); process.exit(0) })
+  `
+  const child = spawnSync(process.execPath, ['-e', script], {
+    env: { ...process.env, CODEBAY_SANDBOX_BIN: helper }, encoding: 'utf8', timeout: 20_000,
+  })
+  fs.rmSync(dir, { recursive: true, force: true })
+  assert.equal(child.status, 0, `create() did not reject: ${child.stdout}${child.stderr}`)
+  const e = JSON.parse(child.stdout)
+  assert.equal(e.code, 'ERR_CODEBAY_KERNEL_UNSUPPORTED')
+  assert.match(e.message, /\(kernel_check\): the kernel lacks what the sandbox needs: Landlock/)
 })
