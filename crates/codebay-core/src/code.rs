@@ -10,7 +10,7 @@ use codebay_protocol::CodeContext;
 use crate::error::{CodebayError, ErrorCode, ErrorKind};
 use crate::request::RunRequest;
 use crate::result::CodeExecutionResult;
-use crate::session::{BoxFuture, RunControl, Session};
+use crate::session::{BoxFuture, Cancel, RunControl, Session};
 
 /// `runCode`'s fourth argument, as far as the core sees it.
 #[derive(Clone, Default)]
@@ -19,6 +19,16 @@ pub struct RunOptions {
     /// A context id; with the context's language when the caller gave a context object.
     pub context: Option<(String, Option<String>)>,
     pub control: RunControl,
+}
+
+impl RunOptions {
+    /// Options that only carry a cancel token.
+    pub fn cancelled_by(cancel: Cancel) -> Self {
+        RunOptions {
+            control: RunControl { cancel, sink: None },
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -120,7 +130,7 @@ pub fn absolute_cwd(cwd: &str) -> Result<String, CodebayError> {
 mod tests {
     use super::*;
     use crate::result::CodeExecutionResultItem;
-    use crate::session::{Cancel, OutputSink};
+    use crate::session::OutputSink;
     use codebay_protocol::{ErrorInfo, McpToolResult};
     use serde_json::{json, Value};
     use std::sync::Mutex;
@@ -287,21 +297,12 @@ mod tests {
         let c = code(&session);
         let cancel = Cancel::default();
         cancel.cancel();
-        let options = RunOptions {
-            control: RunControl { cancel, sink: None },
-            ..Default::default()
-        };
+        let options = RunOptions::cancelled_by(cancel);
         let r = c.run_code("1".into(), "py", None, options).unwrap().await;
         assert_eq!(r.error.unwrap().name, "AbortError");
         assert!(session.calls().is_empty(), "an aborted run never starts");
         let cancel = Cancel::default();
-        let options = RunOptions {
-            control: RunControl {
-                cancel: cancel.clone(),
-                sink: None,
-            },
-            ..Default::default()
-        };
+        let options = RunOptions::cancelled_by(cancel.clone());
         let run = tokio::spawn(c.run_code("1".into(), "py", None, options).unwrap());
         tokio::task::yield_now().await;
         cancel.cancel();

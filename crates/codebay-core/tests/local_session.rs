@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use codebay_core::{
-    Cancel, Code, CodeExecutionResult, LocalSession, Placement, Registry, RunControl, RunOptions,
-    Runtime, Session, SessionOptions,
+    Cancel, Code, CodeExecutionResult, LocalSession, Placement, Registry, RunOptions, Runtime,
+    Session, SessionOptions,
 };
 use codebay_protocol::helper::RUNTIMES_INSIDE;
 use serde_json::json;
@@ -288,13 +288,7 @@ async fn a_cancelled_run_is_an_abort_error_and_the_context_keeps_its_state() {
     let code = Code::new(Arc::new(session.clone()));
     assert!(run(&session, "keep = 7", "python", 10.0).await.success);
     let cancel = Cancel::default();
-    let options = RunOptions {
-        control: RunControl {
-            cancel: cancel.clone(),
-            sink: None,
-        },
-        ..Default::default()
-    };
+    let options = RunOptions::cancelled_by(cancel.clone());
     let running = tokio::spawn(
         code.run_code(
             "import time\ntime.sleep(30)".into(),
