@@ -406,47 +406,106 @@ impl SessionCgroups {
     /// Kills whatever is left and removes every directory of the session, contexts
     /// first; best effort, never fails, because it runs on every exit path.
     pub fn destroy(&self) {
-        for h in self.hierarchies.iter().filter(|h| h.cgroup2) {
+        let dirs: Vec<PathBuf> = self.hierarchies.iter().map(|h| h.dir.clone()).collect();
+        destroy_tree(&dirs);
+    }
+}
+
+/// Kills every process left in the session directories `dirs` (one per hierarchy) and
+/// removes them, contexts first. Best effort, never fails: the supervisor runs it on
+/// every exit path, and the engine runs it after a supervisor that was killed.
+pub fn destroy_tree(dirs: &[PathBuf]) {
+    for dir in dirs {
+        let kill = dir.join("cgroup.kill");
+        if kill.exists() {
             // Recursive: the contexts and init's leaf too.
-            let _ = write_file(&h.dir.join("cgroup.kill"), "1");
+            let _ = write_file(&kill, "1");
         }
-        let deadline = Instant::now() + EXIT_GRACE;
-        for h in &self.hierarchies {
-            for dir in Self::tree(&h.dir) {
-                loop {
-                    let pids = Self::procs(&dir);
-                    if pids.is_empty() || Instant::now() > deadline {
-                        break;
-                    }
-                    for pid in pids.into_iter().filter(|p| *p > 0) {
-                        // SAFETY: kill has no memory-safety preconditions; p > 0 names
-                        // one process, never a group.
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
+    }
+    let deadline = Instant::now() + EXIT_GRACE;
+    for dir in dirs {
+        for d in SessionCgroups::tree(dir) {
+            loop {
+                let pids = SessionCgroups::procs(&d);
+                if pids.is_empty() || Instant::now() > deadline {
+                    break;
                 }
-            }
-        }
-        for h in &self.hierarchies {
-            for dir in Self::tree(&h.dir) {
-                loop {
-                    match fs::remove_dir(&dir) {
-                        Ok(()) => break,
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                        Err(_) if Instant::now() < deadline => {
-                            std::thread::sleep(Duration::from_millis(2))
-                        }
-                        Err(_) => break,
-                    }
+                for pid in pids.into_iter().filter(|p| *p > 0) {
+                    // SAFETY: kill has no memory-safety preconditions; p > 0 names
+                    // one process, never a group.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
                 }
-            }
-            // The shared parent goes too when this was the last session; a busy or
-            // non-empty parent simply stays.
-            if let Some(parent) = h.dir.parent() {
-                let _ = fs::remove_dir(parent);
+                std::thread::sleep(Duration::from_millis(1));
             }
         }
     }
+    for dir in dirs {
+        for d in SessionCgroups::tree(dir) {
+            loop {
+                match fs::remove_dir(&d) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    Err(_) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(2))
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        // The shared parent goes too when this was the last session; a busy or
+        // non-empty parent simply stays.
+        if let Some(parent) = dir.parent() {
+            let _ = fs::remove_dir(parent);
+        }
+    }
+}
+
+/// Removes the cgroups of dead sessions: session directories under every hierarchy's
+/// `codebay/` that hold no process at all (a live session always holds its init) and
+/// were made more than `min_age` ago (a session being built has its directories before
+/// its init). What is left when every helper was SIGKILLed at once. Returns how many
+/// sessions were swept.
+pub fn sweep_stale(min_age: Duration) -> usize {
+    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
+        return 0;
+    };
+    let mounts = parse_mountinfo(&text);
+    let roots = mounts.v2.iter().chain(mounts.v1.iter().map(|(p, _)| p));
+    let mut sessions: std::collections::BTreeMap<String, Vec<PathBuf>> = Default::default();
+    for root in roots {
+        for entry in fs::read_dir(root.join(PARENT))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.file_type().is_ok_and(|t| t.is_dir())
+                && codebay_protocol::helper::valid_name(&name)
+            {
+                sessions.entry(name).or_default().push(entry.path());
+            }
+        }
+    }
+    let old_enough = |dir: &Path| {
+        fs::metadata(dir)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= min_age)
+    };
+    let mut swept = 0;
+    for dirs in sessions.values() {
+        let empty = dirs.iter().all(|d| {
+            SessionCgroups::tree(d)
+                .iter()
+                .all(|t| SessionCgroups::procs(t).is_empty())
+        });
+        if empty && dirs.iter().all(|d| old_enough(d)) {
+            destroy_tree(dirs);
+            swept += 1;
+        }
+    }
+    swept
 }
 
 /// The session directories as init holds them: directory fds, so init needs no view of

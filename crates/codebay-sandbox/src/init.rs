@@ -56,7 +56,7 @@ struct Session {
 /// knows whether the engine has already been told something.
 pub fn run(ctx: InitContext, report_w: OwnedFd) -> ! {
     let report = report_w.as_raw_fd();
-    let code = match setup(ctx) {
+    let code = match setup(ctx, report) {
         Ok(Some(session)) => {
             let _ = sys::write_all(report, b"R");
             serve(&session)
@@ -73,16 +73,25 @@ pub fn run(ctx: InitContext, report_w: OwnedFd) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Whether nobody reads `report` any more: the supervisor exited.
+fn supervisor_gone(report: RawFd) -> bool {
+    let mut poll = libc::pollfd {
+        fd: report,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    ready > 0 && poll.revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
 fn init_err(what: &str) -> SandboxError {
     SandboxError::Init(format!("{what}: {}", std::io::Error::last_os_error()))
 }
 
-fn setup(ctx: InitContext) -> Result<Option<Session>, SandboxError> {
-    // If the supervisor dies, nobody would clean up; die with it.
-    // SAFETY: integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } < 0 {
-        return Err(init_err("cannot set the parent-death signal"));
-    }
+/// `report` is the write end of a pipe only the supervisor reads: it reports POLLERR
+/// once the supervisor is gone.
+fn setup(ctx: InitContext, report: RawFd) -> Result<Option<Session>, SandboxError> {
     let mut byte = [0u8; 1];
     // SAFETY: byte is a valid 1-byte buffer.
     let n = unsafe { libc::read(ctx.release_r.as_raw_fd(), byte.as_mut_ptr().cast(), 1) };
@@ -95,6 +104,17 @@ fn setup(ctx: InitContext) -> Result<Option<Session>, SandboxError> {
     // Our credentials still carry the host ids, which this namespace may not map (then
     // every file we create fails with EOVERFLOW); switch to the mapped inside id.
     credentials::become_inside(ctx.inside_id)?;
+
+    // If the supervisor dies, nobody would clean up: die with it. Set after the uid
+    // switch, which clears it; then make sure the supervisor did not die before it was
+    // set (in a new pid namespace getppid() says nothing: it is 0).
+    // SAFETY: integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } < 0 {
+        return Err(init_err("cannot set the parent-death signal"));
+    }
+    if supervisor_gone(report) {
+        return Ok(None);
+    }
 
     // No cgroup namespace for init itself: one rooted at init's cgroup would not contain
     // the contexts beside it, and with nsdelegate the kernel refuses a move between

@@ -45,6 +45,23 @@ fn seccomp_available() -> Result<(), String> {
     Ok(())
 }
 
+/// What is missing of Landlock for an ABI query that answered `abi` (negative: failed
+/// with `why`). Every protection the sandbox relies on needs its ABI: none is dropped.
+pub fn landlock_missing(abi: i64, why: &str) -> Option<String> {
+    let required = crate::landlock::ABI_REQUIRED_NUMBER;
+    if abi < 1 {
+        Some(format!(
+            "Landlock (ABI query failed: {why}; enable CONFIG_SECURITY_LANDLOCK and lsm=landlock)"
+        ))
+    } else if abi < required {
+        Some(format!(
+            "Landlock ABI {required} (Linux 6.12: TCP rules, device ioctls, abstract-socket and signal scoping); this kernel has ABI {abi}"
+        ))
+    } else {
+        None
+    }
+}
+
 /// Runs every probe and names everything missing at once, so an operator fixes the
 /// kernel in one go.
 pub fn check() -> Result<KernelFeatures, SandboxError> {
@@ -56,11 +73,8 @@ pub fn check() -> Result<KernelFeatures, SandboxError> {
         missing.push(m);
     }
     let abi = landlock_abi();
-    if abi < 1 {
-        let why = std::io::Error::last_os_error();
-        missing.push(format!(
-            "Landlock (ABI query failed: {why}; enable CONFIG_SECURITY_LANDLOCK and lsm=landlock)"
-        ));
+    if let Some(m) = landlock_missing(abi, &std::io::Error::last_os_error().to_string()) {
+        missing.push(m);
     }
     if missing.is_empty() {
         Ok(KernelFeatures { landlock_abi: abi })
@@ -74,9 +88,25 @@ pub fn check() -> Result<KernelFeatures, SandboxError> {
 
 #[cfg(test)]
 mod tests {
+    use super::landlock_missing;
+
     #[test]
     fn this_kernel_passes() {
         let f = super::check().expect("test machine supports every layer");
         assert!(f.landlock_abi >= 1);
+    }
+
+    #[test]
+    fn landlock_below_the_required_abi_is_missing_by_name() {
+        assert!(landlock_missing(-1, "ENOSYS")
+            .unwrap()
+            .contains("ABI query failed: ENOSYS"));
+        let old = landlock_missing(3, "").unwrap();
+        assert!(
+            old.contains("Landlock ABI 6") && old.contains("this kernel has ABI 3"),
+            "{old}"
+        );
+        assert_eq!(landlock_missing(6, ""), None);
+        assert_eq!(landlock_missing(7, ""), None);
     }
 }

@@ -6,15 +6,19 @@
 use std::path::{Path, PathBuf};
 
 use landlock::{
-    Access, AccessFs, AccessNet, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr,
-    RulesetStatus, Scope, ABI,
+    Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
+    RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
 
 use crate::SandboxError;
 
-/// Highest ABI whose rights we ask for; the crate's best-effort mode keeps what the
-/// running kernel supports (kernel_check already refused ABI < 1).
-const ABI_WANTED: ABI = ABI::V6;
+/// The ABI whose rights every sandbox gets: TCP rules (ABI 4), ioctl on devices (5),
+/// abstract-socket and signal scoping (6). Asked for as a hard requirement, never best
+/// effort: a kernel without one of them fails the kernel check, naming it, instead of
+/// silently dropping the protection.
+pub const ABI_REQUIRED: ABI = ABI::V6;
+/// The same, as the number the kernel reports.
+pub const ABI_REQUIRED_NUMBER: i64 = 6;
 
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
@@ -56,8 +60,9 @@ fn ll_err(what: &str, e: impl std::fmt::Display) -> SandboxError {
 }
 
 pub fn restrict(p: &Policy) -> Result<(), SandboxError> {
-    let abi = ABI_WANTED;
+    let abi = ABI_REQUIRED;
     let mut ruleset = Ruleset::default()
+        .set_compatibility(CompatLevel::HardRequirement)
         .handle_access(AccessFs::from_all(abi))
         .map_err(|e| ll_err("cannot handle filesystem access", e))?;
     if p.deny_tcp {
@@ -99,10 +104,11 @@ pub fn restrict(p: &Policy) -> Result<(), SandboxError> {
     let status = created
         .restrict_self()
         .map_err(|e| ll_err("cannot enforce the ruleset", e))?;
-    if status.ruleset == RulesetStatus::NotEnforced {
-        return Err(SandboxError::Landlock(
-            "the kernel did not enforce the Landlock ruleset".into(),
-        ));
+    if status.ruleset != RulesetStatus::FullyEnforced {
+        return Err(SandboxError::Landlock(format!(
+            "the kernel did not fully enforce the Landlock ruleset ({:?})",
+            status.ruleset
+        )));
     }
     Ok(())
 }

@@ -110,6 +110,9 @@ fn eperm_rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, SandboxError> {
         for ty in [libc::SOCK_RAW as u64, SOCK_PACKET] {
             v.push(rule(vec![cond(1, Len::Dword, Op::MaskedEq(0xf), ty)?])?);
         }
+        // MPTCP is TCP by another protocol number, which Landlock's TCP rules do not
+        // cover: refused outright.
+        v.push(rule(vec![cond(2, Len::Dword, Op::Eq, IPPROTO_MPTCP)?])?);
         let _ = nr;
         Ok(v)
     };
@@ -170,6 +173,9 @@ fn x32_program() -> BpfProgram {
 
 /// Three programs (seccomp stacks them; the strictest answer wins): x32 numbers → ENOSYS,
 /// clone3 → ENOSYS, the denylist → EPERM.
+/// `IPPROTO_MPTCP` (linux/in.h); libc does not name it.
+const IPPROTO_MPTCP: u64 = 262;
+
 pub fn build() -> Result<Vec<BpfProgram>, SandboxError> {
     let mut clone3 = BTreeMap::new();
     clone3.insert(libc::SYS_clone3, vec![]);
@@ -237,6 +243,15 @@ mod tests {
                     != libc::EPERM
                 {
                     code |= 16;
+                }
+                for family in [libc::AF_INET, libc::AF_INET6] {
+                    if errno_of(
+                        libc::socket(family, libc::SOCK_STREAM, IPPROTO_MPTCP as i32)
+                            as libc::c_long,
+                    ) != libc::EPERM
+                    {
+                        code |= 16; // shares the bit of the other refused sockets (an exit status has 8)
+                    }
                 }
                 let s = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
                 if s < 0 {

@@ -301,6 +301,10 @@ impl ContextTask {
             return;
         }
         self.settle_idle_kill().await;
+        if self.shared.sandbox.is_gone() {
+            let _ = reply.send(RunReport::failure(sandbox_gone()));
+            return;
+        }
         if let Err(why) = self.ensure_interpreter().await {
             let _ = reply.send(RunReport::failure(ErrorInfo::new(
                 "SandboxError",
@@ -508,6 +512,7 @@ impl ContextTask {
             RunEnd::Killed { stop } => (None, Some(ErrorInfo::new(stopped_name(stop), format!(
                 "{} and did not stop when interrupted, so the {language} interpreter was killed{lost}.", stopped_why(stop)
             )))),
+            RunEnd::Broken { .. } if self.shared.sandbox.is_gone() => (None, Some(sandbox_gone())),
             RunEnd::Broken { why } => (None, Some(ErrorInfo::new("InterpreterExitError", format!(
                 "The {language} interpreter stopped: {why}{lost}."
             )))),
@@ -572,6 +577,13 @@ impl ContextTask {
             output,
         }
     }
+}
+
+fn sandbox_gone() -> ErrorInfo {
+    ErrorInfo::new(
+        "SandboxError",
+        "The sandbox is gone (its supervisor or init was killed): this session cannot run code any more; close it and create another.",
+    )
 }
 
 fn closed_report(during: bool) -> RunReport {

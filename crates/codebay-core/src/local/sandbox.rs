@@ -184,6 +184,25 @@ impl Sandbox {
         control.recv().await
     }
 
+    /// Whether the sandbox is gone: init holds the other end of the control socket, so
+    /// a hang-up there means init (and with it every process of the sandbox) is dead.
+    pub fn is_gone(&self) -> bool {
+        let Ok(guard) = self.control.try_lock() else {
+            return false; // in use: someone is talking to it
+        };
+        let Some(control) = guard.as_ref() else {
+            return true;
+        };
+        let mut poll = libc::pollfd {
+            fd: control.fd.get_ref().as_raw_fd(),
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout.
+        let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+        ready > 0 && poll.revents & (libc::POLLHUP | libc::POLLERR) != 0
+    }
+
     /// Ends the sandbox: closing the socket makes init exit, which kills every process
     /// of its pid namespace; the helper then removes the cgroups and exits. Waiting for
     /// that exit is what makes "nothing is left" true when this returns. Idempotent.
@@ -193,6 +212,13 @@ impl Sandbox {
             return;
         };
         end_helper(control, &mut child).await;
+        // A helper that was killed could not remove its cgroups: do it for it.
+        let dirs: Vec<PathBuf> = self.cgroup.dirs.iter().map(PathBuf::from).collect();
+        if dirs.iter().any(|d| d.exists()) {
+            let _ =
+                tokio::task::spawn_blocking(move || codebay_sandbox::cgroup::destroy_tree(&dirs))
+                    .await;
+        }
     }
 }
 

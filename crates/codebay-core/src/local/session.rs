@@ -71,6 +71,7 @@ impl LocalSession {
         options: &SessionOptions,
         placement: &Placement,
     ) -> Result<LocalSession, CodebayError> {
+        sweep_stale_cgroups_once().await;
         let found = find_interpreters(options, placement).await?;
         let mut launches = HashMap::new();
         let mut read_only_paths: Vec<String> = found
@@ -600,6 +601,24 @@ fn parse_args<T: serde::de::DeserializeOwned>(tool: &str, args: &Value) -> Resul
             format!("{tool} arguments: {e}"),
         )
     })
+}
+
+/// How old an empty session cgroup must be to count as a dead session's: a session
+/// being built has its directories a few milliseconds before its init.
+const STALE_CGROUP_AGE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Once per process, before its first sandbox: the cgroups of sessions whose helpers
+/// were all killed at once (nothing was left to remove them) are removed.
+async fn sweep_stale_cgroups_once() {
+    static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    SWEPT
+        .get_or_init(|| async {
+            let _ = tokio::task::spawn_blocking(|| {
+                codebay_sandbox::cgroup::sweep_stale(STALE_CGROUP_AGE)
+            })
+            .await;
+        })
+        .await;
 }
 
 /// Finds the interpreters the registry's runtimes need, off the runtime's I/O worker;
