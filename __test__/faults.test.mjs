@@ -54,3 +54,70 @@ test('the engine sweeps the cgroups of dead sessions when it starts', () => {
   assert.equal(child.status, 0, child.stderr)
   for (const dir of planted) assert.equal(fs.existsSync(dir), false, `${dir} was left`)
 })
+
+test('a timed-out run\'s traceback ends in TimeoutError, not KeyboardInterrupt, and keeps the user\'s frames', async () => {
+  const s = await LocalSession.create({ poolSize: 0 })
+  try {
+    const r = await s.code.runCode('import time\ndef slow():\n    time.sleep(10)\nslow()', 'python', 0.5)
+    assert.equal(r.error.name, 'TimeoutError')
+    assert.match(r.error.traceback, /line 3, in slow\n/)
+    assert.match(r.error.traceback, /\nTimeoutError: the run exceeded its timeout of 0.5 s\n$/)
+    assert.doesNotMatch(r.error.traceback, /KeyboardInterrupt/)
+    const controller = new AbortController()
+    setTimeout(() => controller.abort(), 300)
+    const a = await s.code.runCode('import time\ntime.sleep(10)', 'python', 10, { signal: controller.signal })
+    assert.match(a.error.traceback, /\nAbortError: the run was aborted\n$/)
+  } finally {
+    await s.close()
+  }
+  const cli = spawnSync(process.execPath, [fileURLToPath(new URL('../bin/codebay.js', import.meta.url)), 'run', '-l', 'py', '-c', 'while True: pass', '--timeout', '0.5'], { encoding: 'utf8', timeout: 30_000 })
+  assert.equal(cli.status, 1)
+  assert.match(cli.stderr, /TimeoutError: the run exceeded its timeout of 0.5 s/)
+  assert.doesNotMatch(cli.stderr, /KeyboardInterrupt/)
+})
+
+test('starting an interpreter counts against the run\'s timeout: a stopped init cannot hold a run', async () => {
+  const s = await LocalSession.create({ poolSize: 0, prewarm: [] })
+  const id = s.getSessionId()
+  let init
+  try {
+    await s.code.runCode('1', 'python')
+    init = sessionPids(id).find((p) => /NSpid:.*\s1$/m.test(fs.readFileSync(`/proc/${p}/status`, 'utf8')))
+    assert.ok(init, 'init is found from the host')
+    process.kill(init, 'SIGSTOP')
+    const t0 = Date.now()
+    const r = await s.code.runCode('1', 'javascript', 2)
+    const took = Date.now() - t0
+    assert.equal(r.success, false)
+    assert.match(r.errorMessage, /did not start within the run's timeout of 2 s/)
+    assert.ok(took < 4000, `the run took ${took} ms`)
+  } finally {
+    if (init) process.kill(init, 'SIGCONT')
+    await s.close()
+  }
+  assert.deepEqual(cgroupDirs(id), [])
+})
+
+test('the pool never hands out a sandbox that died while it waited', async () => {
+  const options = { poolSize: 2, memoryBytes: 230 * 1024 * 1024 }
+  const first = await LocalSession.create(options)
+  const mine = helperPid(first.getSessionId())
+  await first.close()
+  // Wait for the refill, then kill the pooled sandboxes' supervisors.
+  let victims = []
+  assert.ok(await waitFor(() => {
+    victims = fs.readdirSync(`/proc/${process.pid}/task`).flatMap((t) => fs.readFileSync(`/proc/${process.pid}/task/${t}/children`, 'utf8').split(/\s+/).filter(Boolean).map(Number))
+      .filter((p) => p !== mine && fs.existsSync(`/proc/${p}/cmdline`) && /codebay-sandbox/.test(fs.readFileSync(`/proc/${p}/cmdline`, 'utf8')))
+    return victims.length >= 2
+  }, 10_000), 'the pool refilled')
+  for (const p of victims) process.kill(p, 'SIGTERM')
+  assert.ok(await waitFor(() => victims.every((p) => !fs.existsSync(`/proc/${p}`) || /State:\s+Z/.test(fs.readFileSync(`/proc/${p}/status`, 'utf8'))), 10_000), 'the pooled supervisors exited')
+  const s = await LocalSession.create(options)
+  try {
+    const r = await s.code.runCode('6 * 7', 'python')
+    assert.equal(r.success, true, JSON.stringify(r))
+    assert.equal(r.result, '42')
+  } finally {
+    await s.close()
+  }
+})

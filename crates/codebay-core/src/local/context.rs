@@ -305,7 +305,15 @@ impl ContextTask {
             let _ = reply.send(RunReport::failure(sandbox_gone()));
             return;
         }
-        if let Err(why) = self.ensure_interpreter().await {
+        // Starting the interpreter counts against the run's timeout: a stuck sandbox
+        // must not hold a run past it.
+        let started = tokio::time::timeout(exchange.timeout, self.ensure_interpreter()).await;
+        let started = started.unwrap_or_else(|_| {
+            Err(format!(
+                "it did not start within the run's timeout of {timeout_s} s"
+            ))
+        });
+        if let Err(why) = started.map(drop) {
             let _ = reply.send(RunReport::failure(ErrorInfo::new(
                 "SandboxError",
                 format!(
@@ -501,8 +509,18 @@ impl ContextTask {
                 let error = match stopped {
                     Some(stop) => {
                         let mut e = ErrorInfo::new(stopped_name(stop), format!("{} and was interrupted.", stopped_why(stop)));
-                        // Where the interrupt landed is what the user needs to find the slow line.
-                        e.traceback = reply.error.as_ref().map(|e| e.traceback.clone()).unwrap_or_default();
+                        // Where the interrupt landed is what the user needs to find the slow
+                        // line; its last line names the stop, not the signal that did it (an
+                        // agent reading `KeyboardInterrupt` thinks someone pressed Ctrl-C).
+                        let last = match stop {
+                            Stop::Abort => "AbortError: the run was aborted".to_owned(),
+                            _ => format!("TimeoutError: the run exceeded its timeout of {timeout_s} s"),
+                        };
+                        e.traceback = reply
+                            .error
+                            .as_ref()
+                            .map(|e| stop_traceback(&e.traceback, &last))
+                            .unwrap_or_default();
                         Some(e)
                     }
                     None => reply.error.clone(),
@@ -579,6 +597,19 @@ impl ContextTask {
     }
 }
 
+/// `traceback` with its last line (the interrupt's exception) replaced by `last`.
+fn stop_traceback(traceback: &str, last: &str) -> String {
+    if traceback.is_empty() {
+        return String::new();
+    }
+    let body = traceback.trim_end_matches('\n');
+    let frames = match body.rfind('\n') {
+        Some(i) => &body[..=i],
+        None => "",
+    };
+    format!("{frames}{last}\n")
+}
+
 fn sandbox_gone() -> ErrorInfo {
     ErrorInfo::new(
         "SandboxError",
@@ -608,6 +639,16 @@ pub fn size(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stopped_traceback_ends_with_the_stop() {
+        let tb = "Traceback (most recent call last):\n  File \"<cell-1>\", line 1, in <module>\nKeyboardInterrupt\n";
+        assert_eq!(
+            stop_traceback(tb, "TimeoutError: t"),
+            "Traceback (most recent call last):\n  File \"<cell-1>\", line 1, in <module>\nTimeoutError: t\n"
+        );
+        assert_eq!(stop_traceback("", "TimeoutError: t"), "");
+    }
 
     #[test]
     fn sizes_read_exactly() {

@@ -47,9 +47,18 @@ pub async fn acquire(
         return build(&options, &placement).await;
     }
     let key = key(&options, &placement);
-    let taken = {
-        let mut shelves = shelves().lock().expect("pool lock");
-        shelves.entry(key.clone()).or_default().ready.pop()
+    // A sandbox that died while it waited (its helper killed) is dropped, not handed out.
+    let taken = loop {
+        let next = {
+            let mut shelves = shelves().lock().expect("pool lock");
+            shelves.entry(key.clone()).or_default().ready.pop()
+        };
+        match next {
+            Some(session) if session.is_gone() => {
+                tokio::spawn(async move { session.close().await });
+            }
+            other => break other,
+        }
     };
     let session = match taken {
         Some(session) => session,

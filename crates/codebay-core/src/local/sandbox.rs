@@ -51,6 +51,10 @@ pub struct Sandbox {
     pub cgroup: CgroupInfo,
 }
 
+/// How long a spawn or kill may take: init answers in milliseconds; one that does not
+/// answer in this time is stopped or stuck, and the sandbox is treated as gone.
+const HELPER_ANSWERS_WITHIN: Duration = Duration::from_secs(10);
+
 /// Long enough for the helper to kill a full pid namespace and remove its cgroups.
 const EXIT_GRACE: Duration = Duration::from_secs(10);
 
@@ -180,8 +184,34 @@ impl Sandbox {
         let control = guard
             .as_mut()
             .ok_or_else(|| SandboxError::Gone("the session is closed".into()))?;
-        control.send(&bytes).await?;
-        control.recv().await
+        if control.in_flight {
+            // An earlier request was given up mid-way (its caller timed out or went
+            // away): its answer may still come, and would be read as this one's.
+            *guard = None;
+            return Err(SandboxError::Gone(
+                "an earlier request to the sandbox helper was never answered".into(),
+            ));
+        }
+        control.in_flight = true;
+        let exchange = async {
+            control.send(&bytes).await?;
+            control.recv().await
+        };
+        match tokio::time::timeout(HELPER_ANSWERS_WITHIN, exchange).await {
+            Ok(answer) => {
+                if let Some(control) = guard.as_mut() {
+                    control.in_flight = false;
+                }
+                answer
+            }
+            Err(_) => {
+                *guard = None;
+                Err(SandboxError::Gone(format!(
+                    "the sandbox helper did not answer within {} s",
+                    HELPER_ANSWERS_WITHIN.as_secs()
+                )))
+            }
+        }
     }
 
     /// Whether the sandbox is gone: init holds the other end of the control socket, so
@@ -238,6 +268,8 @@ async fn end_helper(control: impl Sized, child: &mut tokio::process::Child) {
 /// The engine's end of the SOCK_SEQPACKET control socket.
 struct ControlSocket {
     fd: AsyncFd<OwnedFd>,
+    /// A request was sent and its answer not yet read.
+    in_flight: bool,
 }
 
 impl ControlSocket {
@@ -246,6 +278,7 @@ impl ControlSocket {
         set_nonblocking(fd.as_raw_fd()).map_err(protocol)?;
         Ok(ControlSocket {
             fd: register(fd).map_err(protocol)?,
+            in_flight: false,
         })
     }
 

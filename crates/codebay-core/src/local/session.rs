@@ -155,6 +155,11 @@ impl LocalSession {
         self.0.shared.is_closed()
     }
 
+    /// Whether the sandbox died (its helper or init was killed): nothing can run in it.
+    pub fn is_gone(&self) -> bool {
+        self.0.shared.sandbox.is_gone()
+    }
+
     fn next_request_id(&self) -> String {
         format!(
             "{}-{}",
