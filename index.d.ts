@@ -132,6 +132,12 @@ export declare class LocalSession {
    * isolation needs: code never runs unisolated.
    */
   static create(options?: LocalSessionOptions | undefined | null): Promise<LocalSession>
+  /**
+   * Closes every idle sandbox the pool holds (over all option sets) and resolves
+   * with how many. The pool holds at most 4 idle sandboxes in all, ~15 MiB each, and
+   * closes one left unused for 5 minutes; this frees them now.
+   */
+  static drainPool(): Promise<number>
   /** A `Code` that runs in this session without a hop through JavaScript. */
   get code(): Code
   /**

@@ -121,3 +121,20 @@ test('the pool never hands out a sandbox that died while it waited', async () =>
     await s.close()
   }
 })
+
+test('all sandboxes together weigh less CPU than one host process', async () => {
+  const s = await LocalSession.create({ poolSize: 0, prewarm: [] })
+  try {
+    const weights = []
+    for (const [file, want] of [['cpu.shares', '128'], ['cpu.weight', '12']]) {
+      for (const root of ['/sys/fs/cgroup', ...fs.readdirSync('/sys/fs/cgroup').map((e) => `/sys/fs/cgroup/${e}`)]) {
+        const f = `${root}/codebay/${file}`
+        if (fs.existsSync(f)) weights.push([f, fs.readFileSync(f, 'utf8').trim(), want])
+      }
+    }
+    assert.ok(weights.length > 0, 'a CPU controller holds the sessions')
+    for (const [f, got, want] of weights) assert.equal(got, want, f)
+  } finally {
+    await s.close()
+  }
+})

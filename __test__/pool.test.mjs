@@ -1,6 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { codebay } from './helpers.mjs'
+import fs from 'node:fs'
+import { codebay, waitFor } from './helpers.mjs'
 
 const { LocalSession } = codebay
 
@@ -66,4 +67,22 @@ test('create() rejects options of the wrong type with a TypeError naming them', 
   await assert.rejects(LocalSession.create(5), (e) => e instanceof TypeError && /takes an options object/.test(e.message))
   await assert.rejects(LocalSession.create({ memoryBytes: 'lots' }), (e) => e instanceof TypeError && /memoryBytes/.test(e.message))
   await assert.rejects(LocalSession.create({ env: { A: 1 } }), (e) => e instanceof TypeError && /env/.test(e.message))
+})
+
+test('the pool is bounded over all option sets, and drainPool() empties it', async () => {
+  const helpers = () => fs.readdirSync(`/proc/${process.pid}/task`)
+    .flatMap((t) => fs.readFileSync(`/proc/${process.pid}/task/${t}/children`, 'utf8').split(/\s+/).filter(Boolean).map(Number))
+    .filter((p) => { try { return /codebay-sandbox/.test(fs.readFileSync(`/proc/${p}/cmdline`, 'utf8')) && !/State:\s+Z/.test(fs.readFileSync(`/proc/${p}/status`, 'utf8')) } catch { return false } })
+  await LocalSession.drainPool()
+  for (let i = 0; i < 10; i++) {
+    const s = await LocalSession.create({ env: { REQUEST_ID: `r${i}` }, memoryBytes: 240 * 1024 * 1024 })
+    await s.close()
+  }
+  await sleep(4000) // the refills of the last creates
+  const idle = helpers().length
+  assert.ok(idle <= 4, `${idle} idle sandboxes after 10 option sets (at most 4)`)
+  assert.ok(idle >= 1, 'the pool still pools')
+  const drained = await LocalSession.drainPool()
+  assert.equal(drained, idle)
+  assert.ok(await waitFor(() => helpers().length === 0, 10_000), `left: ${helpers()}`)
 })

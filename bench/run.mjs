@@ -294,6 +294,43 @@ async function measureOvershoot(LocalSession) {
   }
 }
 
+/** The worst lateness of a 10 ms timer in this process while `busy` holds the CPUs. */
+async function timerLag(ms) {
+  const lags = []
+  const until = now() + ms
+  while (now() < until) {
+    const t0 = now()
+    await sleep(10)
+    lags.push(now() - t0 - 10)
+  }
+  return stats(lags)
+}
+
+async function measureLag(LocalSession) {
+  // Row 8: 8 busy background children, in a sandbox and (the baseline) on the host.
+  const children = 8
+  log(`codebay: event-loop lag with ${children} busy children, sandboxed and on the host`)
+  M.lagIdle = await timerLag(2000)
+  const host = Array.from({ length: children }, () => spawn('sh', ['-c', 'while :; do :; done'], { stdio: 'ignore' }))
+  try {
+    await sleep(300)
+    M.lagHost = await timerLag(3000)
+  } finally {
+    for (const c of host) c.kill('SIGKILL')
+  }
+  await sleep(500)
+  const s = await LocalSession.create({ poolSize: 0 })
+  try {
+    const started = await s.code.runCode(
+      `import subprocess\nkids = [subprocess.Popen(['sh', '-c', 'while :; do :; done']) for _ in range(${children})]\nlen(kids)`, 'python', 30)
+    expectOk(started, 'busy children')
+    await sleep(300)
+    M.lagSandbox = await timerLag(3000)
+  } finally {
+    await s.close()
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Main
 
@@ -319,7 +356,7 @@ async function main() {
   }
   await measureChildren(codebayError)
   const errors = {} // per section: why it could not be measured
-  for (const [name, fn] of [['warm', measureWarm], ['throughput', measureThroughput], ['create', measureCreate], ['overshoot', measureOvershoot]]) {
+  for (const [name, fn] of [['warm', measureWarm], ['throughput', measureThroughput], ['create', measureCreate], ['overshoot', measureOvershoot], ['lag', measureLag]]) {
     if (!codebay) {
       errors[name] = codebayError
       continue
@@ -491,6 +528,23 @@ async function main() {
     })
   } else {
     skipped('7', 'timeout overshoot', errors.overshoot)
+  }
+
+  // ---- Row 8: event-loop lag under busy background children
+  if (M.lagSandbox) {
+    row('8', '**codebay** this process\'s 10 ms timer lateness while 8 `while :; do :; done` children of a sandbox run (2 cores)', {
+      ...latency(M.lagSandbox),
+      other: `${M.lagSandbox.n} timers; sandboxes weigh cpu.shares 128 together`,
+      target: target('p99 ≤ 20 ms', M.lagSandbox.p99, M.lagSandbox.p99 <= 20, ms),
+    })
+    row('8', '↳ the same 8 children started on the host (no sandbox, no weight)', {
+      ...latency(M.lagHost),
+      other: `${M.lagHost.n} timers`,
+      target: `(no target) sandboxed p99 is ${x(M.lagSandbox.p99 / M.lagHost.p99)} the host's`,
+    })
+    row('8', '↳ idle machine', { ...latency(M.lagIdle), other: `${M.lagIdle.n} timers` })
+  } else {
+    skipped('8', 'event-loop lag', errors.lag)
   }
 
   // ---- Print

@@ -21,6 +21,10 @@ pub struct DriverRequest {
     /// Environment for this run only: set before the code runs, restored after.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub envs: BTreeMap<String, String>,
+    /// The most bytes (UTF-8) any one MIME value of a result may have; the driver keeps
+    /// the first part and counts the rest in `resultBytesDropped`. None: no cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_limit_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +47,13 @@ pub struct DriverReply {
     pub main_result: Option<MimeBundle>,
     /// Set exactly when `ok` is false.
     pub error: Option<ErrorInfo>,
+    /// Bytes cut from this run's results (display and main) by `resultLimitBytes`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub result_bytes_dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl DriverMessage {

@@ -32,6 +32,10 @@ use codebay_protocol::{CgroupInfo, SandboxConfig};
 use crate::{sys, SandboxError};
 
 const PARENT: &str = "codebay";
+/// The CPU weight of all sandboxes together (v1 `cpu.shares`, default 1024; v2
+/// `cpu.weight`, default 100): an eighth of an ordinary process's.
+pub const SANDBOXES_CPU_SHARES: &str = "128";
+pub const SANDBOXES_CPU_WEIGHT: &str = "12";
 const CPU_PERIOD_US: u64 = 100_000;
 /// Init's cgroup in a cgroup2 hierarchy. The `_` is outside the context name alphabet,
 /// so no context can collide with it.
@@ -278,6 +282,22 @@ impl SessionCgroups {
                         return Err(cg_err("a session cgroup already exists at", dir, e))
                     }
                     Err(e) => return Err(cg_err("cannot create", dir, e)),
+                }
+            }
+        }
+        // Every sandbox together weighs less than one ordinary process of the host: a
+        // busy background child must not starve the Node process or the host. A session's
+        // `cpuCores` still caps it; this only orders who runs when the CPUs are busy.
+        for h in &self.hierarchies {
+            let parent = h.dir.parent().expect("session dir has a parent");
+            for (file, weight) in [
+                ("cpu.shares", SANDBOXES_CPU_SHARES),
+                ("cpu.weight", SANDBOXES_CPU_WEIGHT),
+            ] {
+                let p = parent.join(file);
+                if p.exists() {
+                    write_file(&p, weight)
+                        .map_err(|e| cg_err(&format!("cannot write {weight} to"), &p, e))?;
                 }
             }
         }

@@ -98,6 +98,8 @@ enum Job {
 /// The caller's side of a context.
 pub struct ContextHandle {
     pub info: CodeContext,
+    /// Each MIME value of a result is cut to this many bytes (the output limit).
+    result_limit: u64,
     jobs: mpsc::UnboundedSender<Job>,
     gate: Arc<Gate>,
 }
@@ -129,8 +131,14 @@ impl ContextHandle {
             lost_while_idle: None,
             gate: gate.clone(),
         };
+        let result_limit = shared.output_cap as u64;
         shared.runtime.spawn(task.serve(queue));
-        ContextHandle { info, jobs, gate }
+        ContextHandle {
+            info,
+            result_limit,
+            jobs,
+            gate,
+        }
     }
 
     /// Queues a run now, in call order. The receiver gets the report; dropping it
@@ -143,6 +151,7 @@ impl ContextHandle {
             code: run.code,
             timeout_ms: (run.timeout_s * 1000.0).min(u64::MAX as f64) as u64,
             envs: run.envs,
+            result_limit_bytes: Some(self.result_limit),
         };
         let mut exchange = Exchange {
             id,
@@ -564,6 +573,21 @@ impl ContextTask {
                 "The run reached the session's limit of {} processes{cause}; the processes it started were killed{kept}.",
                 self.shared.max_processes
             )));
+        }
+        let results_dropped = reply.as_ref().map_or(0, |r| r.result_bytes_dropped);
+        if results_dropped > 0 {
+            let cap = size(self.shared.output_cap as u64);
+            let cut = ErrorInfo::new("OutputLimitError", format!(
+                "The run's results passed the cap of {cap} per value: the first {cap} of each were kept, {results_dropped} bytes were dropped."
+            ));
+            // Both are said when the code also raised: neither hides the other.
+            error = Some(match error {
+                Some(e) => ErrorInfo {
+                    value: format!("{} ({})", e.value, cut.summary()),
+                    ..e
+                },
+                None => cut,
+            });
         }
         if error.is_none() && (dropped.0 > 0 || dropped.1 > 0) {
             let cap = size(self.shared.output_cap as u64);

@@ -4,10 +4,13 @@
 //!
 //! A pooled session is handed out once and never comes back: `close()` destroys it,
 //! so every session starts clean. Sessions are pooled per option set, since a sandbox
-//! built with one memory limit or environment cannot serve another.
+//! built with one memory limit or environment cannot serve another; the pool is bounded
+//! across all option sets (least recently used first out) and a sandbox left unused
+//! expires, since each idles at ~15 MiB.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use super::session::{LocalSession, Placement};
 use crate::error::CodebayError;
@@ -16,13 +19,22 @@ use crate::options::{SessionOptions, MAX_POOL_SIZE};
 /// How long a refill waits after the `create()` that triggered it. Measured here: a
 /// refill running at once made that session's first run ~3x slower and its close
 /// 4-5x slower (15-22 ms instead of ~4 ms) on this 2-core machine.
-const REFILL_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+const REFILL_DELAY: Duration = Duration::from_millis(100);
+
+/// The most idle sandboxes the pool holds, over every option set together.
+pub const MAX_IDLE_SANDBOXES: usize = 4;
+
+/// A pooled sandbox unused for this long is closed.
+pub const IDLE_EXPIRY: Duration = Duration::from_secs(300);
 
 #[derive(Default)]
 struct Shelf {
-    ready: Vec<LocalSession>,
+    ready: Vec<(LocalSession, Instant)>,
     /// A refill task is running for this shelf: one is enough.
     refilling: bool,
+    /// The last `create()` for these options: the least recently used shelf gives
+    /// up its sandboxes first.
+    used: Option<Instant>,
 }
 
 type Key = String;
@@ -37,6 +49,45 @@ fn key(options: &SessionOptions, placement: &Placement) -> Key {
     format!("{options:?}|{placement:?}")
 }
 
+/// Closes sessions off the caller's path.
+fn close_later(sessions: Vec<LocalSession>) {
+    if !sessions.is_empty() {
+        tokio::spawn(async move {
+            for session in sessions {
+                session.close().await;
+            }
+        });
+    }
+}
+
+/// Takes out what expired; the caller closes it.
+fn take_expired(shelves: &mut HashMap<Key, Shelf>) -> Vec<LocalSession> {
+    let mut expired = Vec::new();
+    for shelf in shelves.values_mut() {
+        let (old, fresh): (Vec<_>, Vec<_>) = std::mem::take(&mut shelf.ready)
+            .into_iter()
+            .partition(|(_, since)| since.elapsed() >= IDLE_EXPIRY);
+        shelf.ready = fresh;
+        expired.extend(old.into_iter().map(|(s, _)| s));
+    }
+    expired
+}
+
+/// Once per process: a task that closes expired sandboxes even when nobody calls
+/// `create()` any more.
+fn start_expiry() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        tokio::spawn(async {
+            loop {
+                tokio::time::sleep(IDLE_EXPIRY / 5).await;
+                let expired = take_expired(&mut shelves().lock().expect("pool lock"));
+                close_later(expired);
+            }
+        });
+    });
+}
+
 /// A ready session for `options`: from the pool when one is there, else built now.
 /// Either way the pool is topped up in the background (needs a tokio runtime).
 pub async fn acquire(
@@ -46,17 +97,20 @@ pub async fn acquire(
     if options.pool.size == 0 {
         return build(&options, &placement).await;
     }
+    start_expiry();
     let key = key(&options, &placement);
     // A sandbox that died while it waited (its helper killed) is dropped, not handed out.
     let taken = loop {
-        let next = {
+        let (next, expired) = {
             let mut shelves = shelves().lock().expect("pool lock");
-            shelves.entry(key.clone()).or_default().ready.pop()
+            let expired = take_expired(&mut shelves);
+            let shelf = shelves.entry(key.clone()).or_default();
+            shelf.used = Some(Instant::now());
+            (shelf.ready.pop().map(|(s, _)| s), expired)
         };
+        close_later(expired);
         match next {
-            Some(session) if session.is_gone() => {
-                tokio::spawn(async move { session.close().await });
-            }
+            Some(session) if session.is_gone() => close_later(vec![session]),
             other => break other,
         }
     };
@@ -80,8 +134,34 @@ async fn build(
     Ok(session)
 }
 
-/// Builds sessions until the shelf holds `pool.size`; a failure stops the refill
-/// (the next `acquire` builds its own and so reports the error to its caller).
+/// Makes room for one more idle sandbox on `key`'s shelf: at the cap, the least
+/// recently used other shelf gives one up. False when there is no room (every idle
+/// sandbox is this shelf's, or its options were used last).
+fn make_room(shelves: &mut HashMap<Key, Shelf>, key: &Key) -> (bool, Option<LocalSession>) {
+    let total: usize = shelves.values().map(|s| s.ready.len()).sum();
+    if total < MAX_IDLE_SANDBOXES {
+        return (true, None);
+    }
+    let ours = shelves.get(key).and_then(|s| s.used);
+    let victim = shelves
+        .iter()
+        .filter(|(k, s)| *k != key && !s.ready.is_empty() && s.used <= ours)
+        .min_by_key(|(_, s)| s.used)
+        .map(|(k, _)| k.clone());
+    match victim {
+        Some(k) => {
+            let shelf = shelves.get_mut(&k).expect("just found");
+            // The oldest of that shelf goes.
+            let (session, _) = shelf.ready.remove(0);
+            (true, Some(session))
+        }
+        None => (false, None),
+    }
+}
+
+/// Builds sessions until the shelf holds `pool.size` (within the global cap); a
+/// failure stops the refill (the next `acquire` builds its own and so reports the
+/// error to its caller).
 fn refill(key: Key, options: SessionOptions, placement: Placement) {
     let size = options.pool.size.min(MAX_POOL_SIZE);
     {
@@ -99,16 +179,28 @@ fn refill(key: Key, options: SessionOptions, placement: Placement) {
         loop {
             let built = build(&options, &placement).await;
             let mut shelves = shelves().lock().expect("pool lock");
-            let shelf = shelves.entry(key.clone()).or_default();
-            match built {
-                Ok(session) => shelf.ready.push(session),
+            let session = match built {
+                Ok(session) => session,
                 Err(_) => {
-                    shelf.refilling = false;
+                    shelves.entry(key.clone()).or_default().refilling = false;
                     return;
                 }
+            };
+            let (room, evicted) = make_room(&mut shelves, &key);
+            let shelf = shelves.entry(key.clone()).or_default();
+            let mut surplus: Vec<LocalSession> = evicted.into_iter().collect();
+            if room {
+                shelf.ready.push((session, Instant::now()));
+            } else {
+                surplus.push(session);
             }
-            if shelf.ready.len() >= size {
+            let done = !room || shelf.ready.len() >= size;
+            if done {
                 shelf.refilling = false;
+            }
+            drop(shelves);
+            close_later(surplus);
+            if done {
                 return;
             }
         }
@@ -121,4 +213,22 @@ pub fn ready_count(options: &SessionOptions, placement: &Placement) -> usize {
     shelves
         .get(&key(options, placement))
         .map_or(0, |s| s.ready.len())
+}
+
+/// Closes every idle pooled sandbox now; returns how many. Refills already running
+/// finish their current sandbox and then put it on the shelf, as `create()` would.
+pub async fn drain() -> usize {
+    let all: Vec<LocalSession> = {
+        let mut shelves = shelves().lock().expect("pool lock");
+        shelves
+            .values_mut()
+            .flat_map(|s| std::mem::take(&mut s.ready))
+            .map(|(s, _)| s)
+            .collect()
+    };
+    let count = all.len();
+    for session in all {
+        session.close().await;
+    }
+    count
 }
