@@ -138,3 +138,42 @@ test('all sandboxes together weigh less CPU than one host process', async () => 
     await s.close()
   }
 })
+
+test('results are capped and said to be; values that once broke the reply channel cost nothing', async () => {
+  const s = await LocalSession.create({ poolSize: 0, outputLimitBytes: 1024 })
+  try {
+    await s.code.runCode('keep = 7', 'python')
+    await s.code.runCode('var keep = 7', 'javascript')
+    const big = await s.code.runCode('"x" * 50_000_000', 'python', 30)
+    assert.equal(big.success, false)
+    assert.equal(big.error.name, 'OutputLimitError')
+    assert.match(big.error.value, /results passed the cap of 1 KiB per value: .* 4999\d{4} bytes were dropped/)
+    assert.ok(big.result.length <= 1024, `result of ${big.result.length} characters`)
+    const both = await s.code.runCode('display("y" * 5000)\n1/0', 'python', 30)
+    assert.equal(both.error.name, 'ZeroDivisionError')
+    assert.match(both.error.value, /OutputLimitError/, 'the cut is said beside the error')
+    for (const [language, source] of [
+      ['javascript', 'throw new Error("😀".slice(0, 1))'],
+      ['javascript', 'display("\\uDC00"); 1'],
+      ['javascript', 'throw "\\uD800"'],
+      ['python', 'd = []\nfor _ in range(200): d = [d]\ndisplay({"application/json": d}, raw=True)'],
+    ]) {
+      const r = await s.code.runCode(source, language, 10)
+      assert.notEqual(r.error?.name, 'InterpreterExitError', `${language} ${source}: ${JSON.stringify(r)}`)
+      assert.equal((await s.code.runCode('keep', language)).result, '7', `${language} kept its state after ${source}`)
+    }
+  } finally {
+    await s.close()
+  }
+})
+
+test('a rejected promise as the last value is the run\'s error', async () => {
+  const s = await LocalSession.create({ poolSize: 0, prewarm: [] })
+  try {
+    const r = await s.code.runCode("Promise.reject(new TypeError('no'))", 'javascript', 10)
+    assert.equal(r.success, false)
+    assert.deepEqual([r.error.name, r.error.value], ['TypeError', 'no'])
+  } finally {
+    await s.close()
+  }
+})

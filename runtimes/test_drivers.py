@@ -58,7 +58,12 @@ def check_message(line, msg):
         assert list(msg) == DISPLAY_KEYS, line
         check_bundle(msg['bundle'], False)
     else:
-        assert list(msg) == REPLY_KEYS and msg['type'] == 'reply', line
+        keys = list(msg)
+        if keys[-1:] == ['resultBytesDropped']:
+            # written only when something was cut
+            assert type(msg['resultBytesDropped']) is int and msg['resultBytesDropped'] > 0, line
+            keys.pop()
+        assert keys == REPLY_KEYS and msg['type'] == 'reply', line
         assert msg['ok'] is (msg['error'] is None), line
         if msg['error'] is not None:
             assert list(msg['error']) == ERROR_KEYS, line
@@ -125,12 +130,14 @@ class Driver:
     def send_raw(self, data):
         os.write(self.req_w, data)
 
-    def send(self, code, timeout_ms=10000, envs=None):
+    def send(self, code, timeout_ms=10000, envs=None, limit=None):
         rid = self.next_id
         self.next_id += 1
         req = {'id': rid, 'code': code, 'timeoutMs': timeout_ms}
         if envs is not None:
             req['envs'] = envs
+        if limit is not None:
+            req['resultLimitBytes'] = limit
         self.send_raw(json.dumps(req).encode() + b'\n')
         return rid
 
@@ -168,8 +175,8 @@ class Driver:
         self._drain()
         return msg
 
-    def run(self, code, timeout=10.0, envs=None):
-        rid = self.send(code, envs=envs)
+    def run(self, code, timeout=10.0, envs=None, limit=None):
+        rid = self.send(code, envs=envs, limit=limit)
         rep = self.reply(timeout)
         assert rep['id'] == rid, rep
         return rep
@@ -377,6 +384,91 @@ class _DriverTest:
         fds = sorted(int(x) for x in out.decode().split())
         self.assertEqual(fds, [0, 1, 2, 3], out)  # 3 = the listing's own directory fd
 
+    # resultLimitBytes and values that must not break the reply channel. Each language
+    # sets KEEP (assigns keep = 5), BIG_MAIN, BIG_DISPLAY, RAW_DISPLAY % (text, json),
+    # DEEP_CODES and SURROGATE_CODES.
+
+    def assertKept(self):
+        """The context survived: keep (set by KEEP) is still there."""
+        self.assertEqual(main_text(self.d.run('keep')), '5')
+
+    def test_result_limit_cuts_a_big_main_result(self):
+        self.assertOk(self.d.run(self.KEEP))
+        rep = self.d.run(self.BIG_MAIN, limit=1024, timeout=60)
+        self.assertOk(rep)
+        self.assertEqual(main_text(rep), "'" + 'x' * 1023)  # the cut applies to the repr
+        self.assertEqual(rep['resultBytesDropped'], 50_000_002 - 1024)
+        self.assertKept()
+
+    def test_result_limit_cuts_a_big_display(self):
+        self.assertOk(self.d.run(self.KEEP))
+        rep = self.d.run(self.BIG_DISPLAY, limit=1024, timeout=60)
+        self.assertOk(rep)
+        self.assertEqual([len(m['bundle']['text/plain']) for m in self.d.displays], [1024])
+        self.assertGreater(rep['resultBytesDropped'], 49_000_000)
+        self.assertKept()
+
+    def test_result_limit_keeps_whole_characters_and_drops_big_json(self):
+        rep = self.d.run(self.RAW_DISPLAY % ("'ééé'", '[1, 2, 3]'), limit=3)
+        self.assertOk(rep)
+        self.assertEqual([m['bundle'] for m in self.d.displays], [
+            {'text/plain': 'é', 'application/json': '<result of 7 bytes dropped: over the limit of 3 bytes>',
+             'isMainResult': False}])
+        self.assertEqual(rep['resultBytesDropped'], 4 + 7)
+        # Under the limit, or without one: nothing cut, no resultBytesDropped.
+        rep = self.d.run(self.RAW_DISPLAY % ("'ééé'", '[1, 2, 3]'), limit=100)
+        self.assertNotIn('resultBytesDropped', rep)
+        self.assertEqual(self.d.displays[0]['bundle']['application/json'], [1, 2, 3])
+        rep = self.d.run(self.RAW_DISPLAY % ("'ééé'", '[1, 2, 3]'))
+        self.assertNotIn('resultBytesDropped', rep)
+        self.assertEqual(self.d.displays[0]['bundle']['text/plain'], 'ééé')
+
+    def test_bad_result_limit_is_a_protocol_error(self):
+        for limit in ('"5"', '-1', '1.5', 'true'):
+            raw = '{"id":3,"code":"1","timeoutMs":5000,"resultLimitBytes":%s}\n' % limit
+            self.protocol_error(raw.encode(), 3, 'resultLimitBytes must be a non-negative integer')
+        self.assertEqual(main_text(self.d.run(self.EXPR_1_PLUS_1)), '2')
+
+    def test_lone_surrogates_become_replacement_characters(self):
+        self.assertOk(self.d.run(self.KEEP))
+        for code, where in self.SURROGATE_CODES:
+            with self.subTest(code=code):
+                rid = self.d.send(code)
+                found = None
+                while True:
+                    line = self.d.line()
+                    msg = json.loads(line)  # and strictly: valid UTF-8, no lone surrogate
+                    check_message(line, msg)
+                    if msg['type'] == 'reply':
+                        break
+                    found = msg['bundle']['text/plain']
+                self.assertEqual(msg['id'], rid)
+                if where == 'error':
+                    found = msg['error']['value']
+                elif where == 'main':
+                    found = main_text(msg)
+                if where is not None:  # None: only that every line parses
+                    self.assertIn('\ufffd', found, line)
+                self.d._drain()
+                self.assertKept()
+
+    def test_json_nested_too_deep_is_refused(self):
+        self.assertOk(self.d.run(self.KEEP))
+        for code, deep in self.DEEP_CODES:
+            with self.subTest(code=code):
+                rep = self.d.run(code)
+                self.assertOk(rep)
+                bundles = [m['bundle'] for m in self.d.displays]
+                if rep['mainResult'] is not None:
+                    bundles.append(rep['mainResult'])
+                self.assertEqual(len(bundles), 1, rep)
+                value = bundles[0]['application/json']
+                if deep:
+                    self.assertEqual(value, '<JSON nested deeper than 100 levels>')
+                else:
+                    self.assertIsInstance(value, list)
+                self.assertKept()
+
 
 class PythonDriverTest(_DriverTest, unittest.TestCase):
     ARGV = PY_ARGV
@@ -395,6 +487,25 @@ class PythonDriverTest(_DriverTest, unittest.TestCase):
                          "while not os.path.exists('go'):\n    time.sleep(0.01)\nprint('after')\n7")
     DISPLAY_LATER = ("import threading\n"
                      "t = threading.Timer(0.1, lambda: (display('late'), print('displayed')))\nt.start()")
+    KEEP = 'keep = 5'
+    BIG_MAIN = "'x' * 50_000_000"
+    BIG_DISPLAY = "display('x' * 50_000_000)"
+    RAW_DISPLAY = "display({'text/plain': %s, 'application/json': %s}, raw=True)"
+    SURROGATE_CODES = [
+        ("class S:\n    def __repr__(self): return chr(0xd800)\nS()", 'main'),
+        ("chr(0xd800)", None),  # repr escapes it
+        ("raise ValueError('bad ' + chr(0xdc00))", 'error'),
+        ("display({'text/plain': chr(0xd800), 'text/html': chr(0xdfff)}, raw=True)", 'display'),
+        ("display({'text/plain': 'x', chr(0xd800): 1}, raw=True)", None),
+        ("display({'text/plain': 'x', 'application/json': {'k': [chr(0xd83d)]}}, raw=True)", None),
+    ]
+    DEEP_CODES = [
+        ("d = []\nfor _ in range(200): d = [d]\ndisplay({'application/json': d}, raw=True)", True),
+        ("class J:\n    def _repr_json_(self): return d\nJ()", True),
+        ("e = []\nfor _ in range(101): e = [e]\ndisplay({'application/json': e}, raw=True)", True),
+        ("e = []\nfor _ in range(99): e = [e]\ndisplay({'application/json': e}, raw=True)", False),
+        ("display({'application/json': [{'a': '[[[[' * 200}]}, raw=True)", False),
+    ]
 
     def test_print_and_main_result(self):
         rep = self.d.run("print('hi')\nx = 40\nx + 2")
@@ -567,6 +678,26 @@ class JavaScriptDriverTest(_DriverTest, unittest.TestCase):
                          "if (require('fs').existsSync('go')) { clearInterval(t); r() } }, 5) });\n"
                          "console.log('after'); 7")
     DISPLAY_LATER = "setTimeout(() => { display('late'); console.log('displayed') }, 100); undefined"
+    KEEP = 'var keep = 5'
+    BIG_MAIN = "'x'.repeat(50_000_000)"
+    BIG_DISPLAY = "display('x'.repeat(50_000_000))"
+    RAW_DISPLAY = "display({'text/plain': %s, 'application/json': %s}, {raw: true})"
+    SURROGATE_CODES = [
+        ("'\\ud800'", None),  # inspect escapes it
+        ("({ [Symbol.for('nodejs.util.inspect.custom')]() { return '\\ud800' } })", 'main'),
+        ("throw new Error('😀'.slice(0, 1))", 'error'),
+        ("throw '\\uD800'", 'error'),
+        ("display('\\uDC00')", 'display'),
+        ("display({'text/plain': 'x', '\\ud800': 1, 'application/json': ['\\udfff\\\\']}, {raw: true})", None),
+        ("Promise.reject(new Error('\\ud800'))", 'error'),
+    ]
+    DEEP_CODES = [
+        ("let d = []; for (let i = 0; i < 200; i++) d = [d]; display({'application/json': d}, {raw: true})", True),
+        ("display({'application/json': { toJSON() { return d } }}, {raw: true})", True),
+        ("let e = []; for (let i = 0; i < 101; i++) e = [e]; display({'application/json': e}, {raw: true})", True),
+        ("e = []; for (let i = 0; i < 99; i++) e = [e]; display({'application/json': e}, {raw: true})", False),
+        ("display({'application/json': [{a: '[[[['.repeat(200)}]}, {raw: true})", False),
+    ]
 
     def test_print_and_main_result(self):
         rep = self.d.run("console.log('hi')\nconst x = 40\nx + 2")
@@ -729,6 +860,47 @@ class JavaScriptDriverTest(_DriverTest, unittest.TestCase):
         rep = self.d.run('await new Promise(r => setTimeout(r, 300)); 3')
         self.assertEqual([d['bundle']['text/plain'] for d in self.d.displays], ['timer'])
         self.assertEqual(main_text(rep), '3')
+
+    def test_rejected_promise_as_last_value_is_the_error(self):
+        self.assertOk(self.d.run(self.KEEP))
+        for code, name in (("Promise.reject(new Error('no'))", 'Error'),
+                           ("await null; Promise.reject(new TypeError('no'))", 'TypeError'),
+                           ("Promise.reject('no')", 'Error')):
+            with self.subTest(code=code):
+                rep = self.d.run(code)
+                self.assertError(rep, name)
+                self.assertEqual(rep['error']['value'], 'no')
+                self.assertEqual(self.d.output(0.05), (b'', b''))  # handled: no unhandledRejection
+                self.assertKept()
+        self.assertEqual(main_text(self.d.run('new Promise(() => {})')), 'Promise { <pending> }')
+        self.assertEqual(main_text(self.d.run('Promise.resolve(3)')), 'Promise { 3 }')
+
+    def test_tracebacks_never_show_driver_frames(self):
+        with open(os.path.join(self.tmp, 'm.js'), 'w') as f:
+            f.write("exports.o = { [Symbol.for('nodejs.util.inspect.custom')]() { throw new Error('m') } };\n"
+                    "exports.t = () => setTimeout(() => { throw new Error('mt') }, 0);\n")
+        wait = '; await new Promise(r => setTimeout(r, 30)); 1'
+        for code in ("({ [Symbol.for('nodejs.util.inspect.custom')]() { throw new Error('i') } })",
+                     "require('./m.js').o",
+                     "display(new Proxy({}, {ownKeys() { throw new Error('k') }}), {raw: true})",
+                     "display({ get ['text/plain']() { throw new Error('g') } }, {raw: true})",
+                     "Error.stackTraceLimit = 2; display({ get ['text/plain']() { throw new Error('g') } }, {raw: true})",
+                     "Error.stackTraceLimit = 10; 1 +",
+                     "setTimeout(() => { throw new Error('t') }, 0)" + wait,
+                     "require('./m.js').t()" + wait,
+                     "Promise.reject(new Error('u'))" + wait,
+                     "process.nextTick(() => { throw new Error('n') })" + wait,
+                     "queueMicrotask(() => { null.x })" + wait):
+            with self.subTest(code=code):
+                rep = self.d.run(code)
+                _, err = self.d.output(0.02)
+                text = json.dumps(rep) + err.decode('utf-8', 'replace')
+                self.assertTrue(rep['error'] is not None or b'Uncaught' in err, (rep, err))
+                for bad in (os.path.realpath(JS_DRIVER), 'driver.js', 'node:vm', 'node:internal/vm'):
+                    self.assertNotIn(bad, text)
+        _, err = self.d.output(0.02)
+        self.d.run("Promise.reject(42)" + wait)
+        self.assertEqual(self.d.output(0.02)[1], b'Uncaught (in promise) 42\n')
 
 
 class FixtureTest(unittest.TestCase):

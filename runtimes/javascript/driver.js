@@ -7,11 +7,13 @@
 //
 // Protocol (docs/internals.md section 4; the Rust types in
 // crates/codebay-protocol/src/driver.rs): one request line
-// {"id","code","timeoutMs"[,"envs":{NAME:value}]} (envs: set in process.env for
-// this run only, restored afterwards) -> any number of
+// {"id","code","timeoutMs"[,"envs":{NAME:value}][,"resultLimitBytes":L]} (envs: set
+// in process.env for this run only, restored afterwards; L: each MIME value of a result
+// is cut to L bytes of UTF-8, see limitBundle) -> any number of
 // {"type":"display","id","bundle"} lines, one per display() call, written as it
 // happens, then exactly one
-// {"type":"reply","id","ok","executionCount","mainResult","error"} line, written
+// {"type":"reply","id","ok","executionCount","mainResult","error"[,"resultBytesDropped"]}
+// line (the bytes cut, only when > 0), written
 // after the run's stdout/stderr were flushed. mainResult is the bundle of the last
 // expression's value (or null), error is {"name","value","traceback"} (or null).
 // Every line is compact JSON with the keys in the order the Rust types declare
@@ -55,6 +57,7 @@ const StringSplit = String.prototype.split;
 const StringIncludes = String.prototype.includes;
 const StringStartsWith = String.prototype.startsWith;
 const StringTrim = String.prototype.trim;
+const StringSlice = String.prototype.slice;
 const StringReplace = String.prototype.replace;
 const ArrayPush = Array.prototype.push;
 const ArrayJoin = Array.prototype.join;
@@ -65,6 +68,11 @@ const BufferIndexOf = Buffer.prototype.indexOf;
 const BufferSubarray = Buffer.prototype.subarray;
 const BufferToString = Buffer.prototype.toString;
 const BufferFrom = Buffer.from;
+const BufferByteLength = Buffer.byteLength;
+const StringCharCodeAt = String.prototype.charCodeAt;
+const RegExpReplace = RegExp.prototype[Symbol.replace];
+const NumberIsSafeInteger = Number.isSafeInteger;
+const isPromise = util.types.isPromise;
 const ObjectKeys = Object.keys;
 const ArrayIsArray = Array.isArray;
 const ObjectGetPrototypeOf = Object.getPrototypeOf;
@@ -148,6 +156,18 @@ function hideFdsFromChildren(maxFd) {
   };
 }
 
+let getPromiseDetails = null;
+let kPromiseRejected = 2;
+if (internalBinding !== null) {
+  try {
+    const u = internalBinding('util');
+    if (typeof u.getPromiseDetails === 'function') getPromiseDetails = u.getPromiseDetails;
+    if (u.constants && typeof u.constants.kRejected === 'number') kPromiseRejected = u.constants.kRejected;
+  } catch {
+    // no promise introspection: a rejected promise as the last value stays a result
+  }
+}
+
 const REQ_FD = reopen(3, fs.constants.O_RDONLY);
 const REP_FD = reopen(4, fs.constants.O_WRONLY);
 if (REQ_FD === 3 || REP_FD === 4) hideFdsFromChildren(4);
@@ -178,10 +198,88 @@ function jsonValue(v) {
   return text === undefined ? 'null' : text;
 }
 
-function replyLine(id, ok, count, main, error) {
+function replyLine(id, ok, count, main, error, dropped) {
   return `{"type":"reply","id":${jsonValue(id === undefined ? null : id)},"ok":${ok},` +
     `"executionCount":${count},"mainResult":${main === null ? 'null' : bundleJSON(main)},` +
-    `"error":${error === null ? 'null' : JSONstringify({ name: StringCtor(error.name), value: StringCtor(error.value), traceback: StringCtor(error.traceback) })}}`;
+    `"error":${error === null ? 'null' : JSONstringify({ name: StringCtor(error.name), value: StringCtor(error.value), traceback: StringCtor(error.traceback) })}` +
+    `${dropped > 0 ? `,"resultBytesDropped":${dropped}` : ''}}`;
+}
+
+// JSON nested deeper than this is refused as a result (the engine's parser stops at 128).
+const MAX_JSON_DEPTH = 100;
+const DEPTH_REFUSED = `<JSON nested deeper than ${MAX_JSON_DEPTH} levels>`;
+
+// How deep JSON text (as JSON.stringify writes it) nests arrays and objects.
+function jsonDepth(text) {
+  let depth = 0;
+  let max = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = ReflectApply(StringCharCodeAt, text, [i]);
+    if (inString) {
+      if (c === 92) i++; // backslash: skip the escaped character
+      else if (c === 34) inString = false;
+    } else if (c === 34) {
+      inString = true;
+    } else if (c === 91 || c === 123) {
+      if (++depth > max) max = depth;
+    } else if (c === 93 || c === 125) {
+      depth--;
+    }
+  }
+  return max;
+}
+
+// Makes bundle safe for the wire and holds it to the run's resultLimitBytes: a string
+// value is cut to its first limit bytes of UTF-8 (whole characters), any other value
+// whose JSON is too long is replaced by a note; both count in run.dropped. A value
+// nested deeper than MAX_JSON_DEPTH is refused.
+function limitBundle(bundle, run) {
+  const limit = run.limit;
+  const keys = ObjectKeys(bundle);
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i];
+    if (k === 'isMainResult') continue;
+    const v = bundle[k];
+    if (typeof v === 'string') {
+      if (limit === null || v.length * 3 <= limit) continue; // at most 3 bytes a code unit
+      const n = BufferByteLength(v, 'utf8');
+      if (n <= limit) continue;
+      const buf = BufferFrom(v, 'utf8');
+      let end = limit;
+      while (end > 0 && (buf[end] & 0xC0) === 0x80) end--; // do not cut a character in two
+      bundle[k] = ReflectApply(BufferToString, buf, ['utf8', 0, end]);
+      run.dropped += n - end;
+      continue;
+    }
+    let text;
+    try {
+      text = JSONstringify(v);
+    } catch {
+      continue; // not JSON at all: bundleJSON falls back to text/plain
+    }
+    if (typeof text !== 'string') continue;
+    if (jsonDepth(text) > MAX_JSON_DEPTH) {
+      bundle[k] = DEPTH_REFUSED;
+      continue;
+    }
+    if (limit !== null) {
+      const n = BufferByteLength(text, 'utf8');
+      if (n > limit) {
+        bundle[k] = `<result of ${n} bytes dropped: over the limit of ${limit} bytes>`;
+        run.dropped += n;
+      }
+    }
+  }
+  return bundle;
+}
+
+// JSON.stringify writes a lone surrogate as an escape (\ud800), which strict parsers
+// (serde_json) refuse: each becomes U+FFFD. A well-formed pair is written as is.
+const LONE_SURROGATE = /\\(\\|ud[89a-f][0-9a-f]{2})/g;
+function wellFormed(text) {
+  if (!ReflectApply(StringIncludes, text, ['\\ud'])) return text;
+  return ReflectApply(RegExpReplace, LONE_SURROGATE, [text, (m, g) => (g === '\\' ? m : '\ufffd')]);
 }
 
 function displayLine(id, bundle) {
@@ -189,7 +287,7 @@ function displayLine(id, bundle) {
 }
 
 function sendLine(text) {
-  const buf = BufferFrom(text + '\n', 'utf8');
+  const buf = BufferFrom(wellFormed(text) + '\n', 'utf8');
   let off = 0;
   while (off < buf.length) {
     try {
@@ -239,6 +337,8 @@ function display(value, options) {
   }
   bundle.isMainResult = false;
   const run = current;
+  if (run === null || run.finished) return;
+  limitBundle(bundle, run);
   // Writes to stdout and stderr are synchronous (blocking pipes): what the cell
   // printed before is in the pipes already.
   if (run !== null && !run.finished) sendLine(displayLine(run.id, bundle));
@@ -378,9 +478,20 @@ function runCell(code, filename) {
   return { sync: false, promise: value };
 }
 
-function mainResult(value) {
+function mainResult(value, run) {
   if (value === undefined) return null;
-  return { 'text/plain': inspect(value), isMainResult: true };
+  // With a cap, the whole string goes in (and what is cut is counted), not inspect's first 10000 characters.
+  const plain = run.limit === null ? inspect(value) : inspect(value, { maxStringLength: Infinity });
+  return limitBundle({ 'text/plain': plain, isMainResult: true }, run);
+}
+
+// The reason of a promise that is already rejected (marked handled), or none.
+function rejection(value) {
+  if (getPromiseDetails === null || !isPromise(value)) return null;
+  const details = getPromiseDetails(value);
+  if (!ArrayIsArray(details) || details[0] !== kPromiseRejected) return null;
+  ReflectApply(PromiseThen, value, [undefined, () => {}]);
+  return { reason: details[1] };
 }
 
 // Bytes the user's code wrote to stdout/stderr that libuv has not yet handed to
@@ -477,13 +588,18 @@ function finish(run, value, err, hasError) {
   if (hasError) {
     error = isInterrupt(err) ? interruptedError() : formatError(err);
   } else {
-    try {
-      main = mainResult(value);
-    } catch (e) {
-      error = formatError(e);
+    const rejected = rejection(value);
+    if (rejected !== null) {
+      error = isInterrupt(rejected.reason) ? interruptedError() : formatError(rejected.reason);
+    } else {
+      try {
+        main = mainResult(value, run);
+      } catch (e) {
+        error = formatError(e);
+      }
     }
   }
-  const reply = replyLine(run.id, error === null, run.count, error === null ? main : null, error);
+  const reply = replyLine(run.id, error === null, run.count, error === null ? main : null, error, run.dropped);
   // The reply comes after the run's output (docs/internals.md section 4): output
   // still queued would otherwise be captured as the next run's. An interrupted run
   // answers at once, and an interrupt while the output drains cuts the wait short:
@@ -501,6 +617,8 @@ function execute(req) {
   executionCount += 1;
   const run = {
     id: req.id, count: executionCount, interrupt: null, finished: false, watched: false, savedEnvs: [],
+    limit: req.resultLimitBytes === undefined || req.resultLimitBytes === null ? null : req.resultLimitBytes,
+    dropped: 0,
   };
   current = run;
   // A SIGINT meant for the previous run (its deadline passed as it answered)
@@ -579,7 +697,9 @@ proc.on('uncaughtException', (err) => {
 });
 proc.on('unhandledRejection', (reason) => {
   const f = formatError(reason);
-  writeStderr(`Uncaught (in promise) ${f.traceback}`);
+  // A thrown non-Error's traceback is "Uncaught <value>" already.
+  const tb = ReflectApply(StringStartsWith, f.traceback, ['Uncaught ']) ? ReflectApply(StringSlice, f.traceback, [9]) : f.traceback;
+  writeStderr(`Uncaught (in promise) ${tb}`);
 });
 
 // ---------------------------------------------------------------- request loop
@@ -608,6 +728,11 @@ function pump() {
     }
     if (req.envs !== undefined && !validEnvs(req.envs)) {
       protocolError(req.id, 'envs must be an object of strings');
+      continue;
+    }
+    const limit = req.resultLimitBytes;
+    if (limit !== undefined && limit !== null && !(NumberIsSafeInteger(limit) && limit >= 0)) {
+      protocolError(req.id, 'resultLimitBytes must be a non-negative integer');
       continue;
     }
     execute(req);

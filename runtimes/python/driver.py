@@ -6,11 +6,13 @@ fd 3 = requests (JSON lines in), fd 4 = replies (JSON lines out).
 
 Protocol (docs/internals.md section 4; the Rust types in
 crates/codebay-protocol/src/driver.rs): one request line
-``{"id", "code", "timeoutMs"[, "envs": {NAME: value}]}`` (``envs``: set in
-os.environ for this run only, restored afterwards) -> any number of
+``{"id", "code", "timeoutMs"[, "envs": {NAME: value}][, "resultLimitBytes": L]}``
+(``envs``: set in os.environ for this run only, restored afterwards; L: each
+MIME value of a result is cut to L bytes of UTF-8, see _limit_bundle) -> any number of
 ``{"type":"display","id","bundle"}`` lines, one per display() call, written
 as it happens, then exactly one
-``{"type":"reply","id","ok","executionCount","mainResult","error"}`` line,
+``{"type":"reply","id","ok","executionCount","mainResult","error"[,"resultBytesDropped"]}``
+line (the bytes cut, only when > 0),
 written after the run's stdout/stderr were flushed. ``mainResult`` is the
 bundle of the last expression's value (or null), ``error`` is
 ``{"name","value","traceback"}`` (or null). Every line is compact JSON with
@@ -28,15 +30,18 @@ protocol.
 import ast as _ast
 import base64 as _base64
 import builtins as _builtins
+import codecs as _codecs
 import fcntl as _fcntl
 import json as _json
 import linecache as _linecache
 import os as _os
+import re as _re
 import signal as _signal
 import sys as _sys
 import traceback as _traceback
 import types as _types
 import _thread
+from itertools import accumulate as _accumulate
 
 _REQ_FD_IN = 3
 _REP_FD_IN = 4
@@ -68,6 +73,21 @@ _CO_COROUTINE = 0x0080  # inspect.CO_COROUTINE
 _CELL_FLAGS = _ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
 _DRIVER_FILE = _os.path.abspath(__file__)
 _PID = _getpid()
+_max = _builtins.max
+_map = _builtins.map
+_int = _builtins.int
+_bool = _builtins.bool
+
+# Lone surrogates ("\ud800") have no UTF-8 form: each becomes U+FFFD on the wire.
+_FFFD = 'codebay.fffd'
+_codecs.register_error(_FFFD, lambda e: (b'\xef\xbf\xbd' * (e.end - e.start), e.end))
+
+# JSON nested deeper than this is refused as a result (the engine's parser stops at 128).
+_MAX_JSON_DEPTH = 100
+_DEPTH_REFUSED = '<JSON nested deeper than %d levels>' % _MAX_JSON_DEPTH
+_strip_json_strings = _re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"').sub
+_strip_non_brackets = _re.compile(r'[^\[\]{}]+').sub
+_BRACKET_STEP = {'[': 1, '{': 1, ']': -1, '}': -1}.__getitem__
 
 # Private bindings of the builtins the driver uses (module globals shadow the
 # builtins module, which user code may modify).
@@ -102,6 +122,8 @@ class _State:
     in_run = False       # True from the start of a run until just before its reply
     run_id = None        # the id of the run in progress (display messages carry it)
     loop = None          # persistent asyncio event loop for top-level await
+    limit = None         # the run's resultLimitBytes (None: no cap)
+    dropped = 0          # bytes cut from the run's results so far
 
 
 def _on_sigint(signum, frame):
@@ -197,7 +219,7 @@ def _encode(obj, key):
         except Exception:
             obj[key] = None if key == 'mainResult' else {'text/plain': '', 'isMainResult': False}
             text = _dumps(obj)
-    return text.encode('utf-8', 'replace') + b'\n'
+    return text.encode('utf-8', _FFFD) + b'\n'
 
 
 def _send(obj):
@@ -289,6 +311,51 @@ def _mime_bundle(obj, main):
     return _ordered_bundle(plain, bundle, main)
 
 
+def _json_depth(text):
+    """How deep the JSON text nests arrays and objects (0 for a scalar)."""
+    brackets = _strip_non_brackets('', _strip_json_strings('', text))
+    if not brackets:
+        return 0
+    return _max(_accumulate(_map(_BRACKET_STEP, brackets)))
+
+
+def _limit_bundle(bundle):
+    """Make bundle safe for the wire and hold it to the run's resultLimitBytes: a
+    string value is cut to its first limit bytes of UTF-8 (whole characters), any
+    other value whose JSON is too long is replaced by a note; both count in
+    _State.dropped. A value nested deeper than _MAX_JSON_DEPTH is refused."""
+    limit = _State.limit
+    for k in list(bundle):
+        if k == 'isMainResult':
+            continue
+        v = bundle[k]
+        if _isinstance(v, str):
+            if limit is None or _len(v) <= limit // 4:
+                continue  # at most 4 bytes a character: fits
+            data = v.encode('utf-8', _FFFD)
+            if _len(data) <= limit:
+                continue
+            end = limit
+            while end > 0 and (data[end] & 0xC0) == 0x80:
+                end -= 1  # do not cut a character in two
+            bundle[k] = data[:end].decode('utf-8')
+            _State.dropped += _len(data) - end
+            continue
+        try:
+            text = _dumps(v)
+        except Exception:
+            continue  # not JSON at all: _encode falls back to text/plain
+        if _json_depth(text) > _MAX_JSON_DEPTH:
+            bundle[k] = _DEPTH_REFUSED
+            continue
+        if limit is not None:
+            n = _len(text.encode('utf-8', _FFFD))
+            if n > limit:
+                bundle[k] = '<result of %d bytes dropped: over the limit of %d bytes>' % (n, limit)
+                _State.dropped += n
+    return bundle
+
+
 def _ordered_bundle(plain, rest, main):
     """text/plain first, isMainResult last (the order the fixtures hold)."""
     bundle = {'text/plain': plain}
@@ -316,6 +383,7 @@ def display(*objs, raw=False):
             bundle = _mime_bundle(obj, False)
         if not _State.in_run or _getpid() != _PID:
             continue  # no run to attach it to; a forked child must not write on fd 4
+        _limit_bundle(bundle)
         # The output printed before the display goes first. Both the flush (user
         # streams) and the encoding (default=str) may run user code: SIGINT stays
         # deliverable; only the write itself is shielded, so a line is never cut.
@@ -447,9 +515,12 @@ def _execute(source, filename):
     return None
 
 
-def _reply(rid, count, main, error):
-    return {'type': 'reply', 'id': rid, 'ok': error is None, 'executionCount': count,
-            'mainResult': main, 'error': error}
+def _reply(rid, count, main, error, dropped=0):
+    reply = {'type': 'reply', 'id': rid, 'ok': error is None, 'executionCount': count,
+             'mainResult': main, 'error': error}
+    if dropped > 0:
+        reply['resultBytesDropped'] = dropped
+    return reply
 
 
 def _valid_envs(envs):
@@ -497,6 +568,8 @@ def _handle(req):
     error = None
     saved = {}
     _State.run_id = rid
+    _State.limit = req.get('resultLimitBytes')
+    _State.dropped = 0
     _State.in_run = True
     try:
         try:
@@ -507,7 +580,7 @@ def _handle(req):
             value = _execute(code, filename)
             if value is not None:
                 namespace['_'] = value
-                main = _mime_bundle(value, True)
+                main = _limit_bundle(_mime_bundle(value, True))
         finally:
             _sigmask(_SIG_BLOCK, _SIGINT_SET)
             _State.running = False
@@ -522,7 +595,7 @@ def _handle(req):
     with _write_lock:  # a display() from a thread after this point is dropped
         _State.in_run = False
         _State.run_id = None
-    return _reply(rid, count, main, error)
+    return _reply(rid, count, main, error, _State.dropped)
 
 
 def _protocol_error(rid, message):
@@ -558,6 +631,10 @@ def _serve_one():
         return False
     if 'envs' in req and not _valid_envs(req['envs']):
         _send(_protocol_error(req.get('id'), 'envs must be an object of strings'))
+        return False
+    limit = req.get('resultLimitBytes')
+    if limit is not None and (not _isinstance(limit, _int) or _isinstance(limit, _bool) or limit < 0):
+        _send(_protocol_error(req.get('id'), 'resultLimitBytes must be a non-negative integer'))
         return False
     try:
         reply = _handle(req)
