@@ -177,3 +177,50 @@ test('a rejected promise as the last value is the run\'s error', async () => {
     await s.close()
   }
 })
+
+test('each live session has host ids of its own: one holding its fds in flight does not stop another', async () => {
+  const initUid = (s) => {
+    const init = sessionPids(s.getSessionId()).find((p) => /NSpid:.*\s1$/m.test(fs.readFileSync(`/proc/${p}/status`, 'utf8')))
+    return Number(/^Uid:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${init}/status`, 'utf8'))[1])
+  }
+  const a = await LocalSession.create({ poolSize: 0 })
+  const b = await LocalSession.create({ poolSize: 0 })
+  try {
+    assert.notEqual(initUid(a), initUid(b), 'two sessions, two host id ranges')
+    // Fds in flight until the kernel's per-user limit: a new socket pair whenever one's
+    // queue is full.
+    const flood = [
+      'import socket, array, errno',
+      'pairs = []',
+      'held = 0',
+      'why = None',
+      'while why is None and len(pairs) < 100:',
+      '    x, y = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)',
+      '    x.setblocking(False)',
+      '    pairs.append((x, y))',
+      '    while True:',
+      '        try:',
+      "            x.sendmsg([b'.'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', [0]))])",
+      '            held += 1',
+      '        except BlockingIOError:',
+      '            break',
+      '        except OSError as e:',
+      '            why = errno.errorcode.get(e.errno)',
+      '            break',
+      '(held, why)',
+    ].join('\n')
+    const held = await a.code.runCode(flood, 'python', 30)
+    assert.equal(held.success, true, JSON.stringify(held))
+    assert.match(held.result, /^\(\d+, 'ETOOMANYREFS'\)$/, 'A reached the per-user limit')
+    const one = [
+      'import socket, array',
+      'x, y = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)',
+      "x.sendmsg([b'.'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', [0]))])",
+    ].join('\n')
+    const passed = await b.code.runCode(one, 'python', 10)
+    assert.equal(passed.success, true, `B could not pass one fd while A held ${held.result}: ${JSON.stringify(passed.error)}`)
+  } finally {
+    await a.close()
+    await b.close()
+  }
+})

@@ -24,6 +24,7 @@ pub mod cgroup;
 pub mod config;
 pub mod credentials;
 pub mod error;
+pub mod id_range;
 pub mod init;
 pub mod kernel_check;
 pub mod landlock;

@@ -62,11 +62,12 @@ pub struct IdMaps {
     pub deny_setgroups: bool,
 }
 
-pub fn id_maps(host_euid: u32, host_egid: u32) -> IdMaps {
+/// `base`: the first host id of the session's own range (a root supervisor's claim).
+pub fn id_maps(host_euid: u32, host_egid: u32, base: u32) -> IdMaps {
     if host_euid == 0 {
         IdMaps {
-            uid_map: format!("0 {HOST_ID_BASE} {ID_RANGE}\n"),
-            gid_map: format!("0 {HOST_ID_BASE} {ID_RANGE}\n"),
+            uid_map: format!("0 {base} {ID_RANGE}\n"),
+            gid_map: format!("0 {base} {ID_RANGE}\n"),
             deny_setgroups: false,
         }
     } else {
@@ -80,9 +81,9 @@ pub fn id_maps(host_euid: u32, host_egid: u32) -> IdMaps {
 
 /// The host ids init runs as, its inside id seen from outside: the owner the session's
 /// cgroup directories are delegated to.
-pub fn init_host_ids(host_euid: u32, host_egid: u32) -> (u32, u32) {
+pub fn init_host_ids(host_euid: u32, host_egid: u32, base: u32) -> (u32, u32) {
     if host_euid == 0 {
-        (HOST_ID_BASE, HOST_ID_BASE)
+        (base, base)
     } else {
         (host_euid, host_egid)
     }
@@ -109,20 +110,20 @@ mod tests {
 
     #[test]
     fn root_maps_a_range_of_unprivileged_ids() {
-        let m = id_maps(0, 0);
-        assert_eq!(m.uid_map, "0 1000000 65536\n");
-        assert_eq!(m.gid_map, "0 1000000 65536\n");
+        let m = id_maps(0, 0, 1_065_536);
+        assert_eq!(m.uid_map, "0 1065536 65536\n");
+        assert_eq!(m.gid_map, "0 1065536 65536\n");
         assert!(!m.deny_setgroups);
-        assert_eq!(init_host_ids(0, 0), (HOST_ID_BASE, HOST_ID_BASE));
+        assert_eq!(init_host_ids(0, 0, 1_065_536), (1_065_536, 1_065_536));
     }
 
     #[test]
     fn non_root_maps_user_onto_itself() {
-        let m = id_maps(1234, 99);
+        let m = id_maps(1234, 99, HOST_ID_BASE);
         assert_eq!(m.uid_map, "1000 1234 1\n");
         assert_eq!(m.gid_map, "1000 99 1\n");
         assert!(m.deny_setgroups);
-        assert_eq!(init_host_ids(1234, 99), (1234, 99));
+        assert_eq!(init_host_ids(1234, 99, HOST_ID_BASE), (1234, 99));
     }
 
     #[test]

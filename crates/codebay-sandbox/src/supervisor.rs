@@ -13,7 +13,7 @@ use codebay_protocol::{HelperReply, SandboxConfig};
 use crate::cgroup::{self, ContextCgroups, SessionCgroups};
 use crate::init::{self, InitContext};
 use crate::protocol::{self, CONTROL_FD};
-use crate::{config, kernel_check, mounts, namespaces, seccomp, sys, SandboxError};
+use crate::{config, id_range, kernel_check, mounts, namespaces, seccomp, sys, SandboxError};
 
 static INIT_PID: AtomicI32 = AtomicI32::new(0);
 
@@ -62,8 +62,22 @@ pub fn run() -> i32 {
         Ok(cg) => cg,
         Err(e) => return fail(&e),
     };
-    let code = match delegate(&cg) {
-        Ok((ready, contexts)) => run_session(config, plan, seccomp, &cg, ready, contexts),
+    // A root supervisor maps a host id range of the session's own; held until exit.
+    // SAFETY: geteuid has no preconditions.
+    let range = if unsafe { libc::geteuid() } == 0 {
+        match id_range::claim() {
+            Ok(r) => Some(r),
+            Err(e) => {
+                cg.destroy();
+                return fail(&e);
+            }
+        }
+    } else {
+        None
+    };
+    let base = range.as_ref().map_or(namespaces::HOST_ID_BASE, |r| r.base);
+    let code = match delegate(&cg, base) {
+        Ok((ready, contexts)) => run_session(config, plan, seccomp, &cg, ready, contexts, base),
         Err(e) => fail(&e),
     };
     cg.destroy();
@@ -72,10 +86,10 @@ pub fn run() -> i32 {
 
 /// Hands the session's cgroups to init's host ids and opens the directory fds init
 /// inherits; returns them with the `ready` reply that names the directories.
-fn delegate(cg: &SessionCgroups) -> Result<(HelperReply, ContextCgroups), SandboxError> {
+fn delegate(cg: &SessionCgroups, base: u32) -> Result<(HelperReply, ContextCgroups), SandboxError> {
     // SAFETY: geteuid/getegid have no preconditions.
     let (uid, gid) =
-        namespaces::init_host_ids(unsafe { libc::geteuid() }, unsafe { libc::getegid() });
+        namespaces::init_host_ids(unsafe { libc::geteuid() }, unsafe { libc::getegid() }, base);
     cg.delegate(uid, gid)?;
     let ready = HelperReply::Ready { cgroup: cg.info()? };
     Ok((ready, cg.open()?))
@@ -88,6 +102,7 @@ fn run_session(
     cg: &SessionCgroups,
     ready: HelperReply,
     contexts: ContextCgroups,
+    base: u32,
 ) -> i32 {
     let pipes = sys::pipe().and_then(|a| sys::pipe().map(|b| (a, b)));
     let ((release_r, release_w), (report_r, report_w)) = match pipes {
@@ -128,7 +143,7 @@ fn run_session(
     drop((release_r, report_w, plan, contexts));
 
     // SAFETY: geteuid/getegid have no preconditions.
-    let maps = namespaces::id_maps(unsafe { libc::geteuid() }, unsafe { libc::getegid() });
+    let maps = namespaces::id_maps(unsafe { libc::geteuid() }, unsafe { libc::getegid() }, base);
     let prepared = cg
         .add_init(pid)
         .and_then(|()| namespaces::write_id_maps(pid, &maps));

@@ -17,7 +17,11 @@ use codebay_sandbox::sys;
 /// Init's cgroup leaf in cgroup2 hierarchies (not a context).
 const INIT_LEAF: &str = codebay_sandbox::cgroup::INIT_LEAF;
 /// Inside uid 1000 seen from the host, for a root supervisor's id map.
-const HOST_USER: u32 = codebay_sandbox::namespaces::HOST_ID_BASE + 1000;
+/// The code's user (1000 inside) as the host sees it: 1000 into one of the ranges.
+fn is_host_user(id: u32) -> bool {
+    use codebay_sandbox::namespaces::{HOST_ID_BASE, ID_RANGE};
+    id >= HOST_ID_BASE && (id - HOST_ID_BASE) % ID_RANGE == 1000
+}
 
 const STUB: &str = r#"
 import os, sys, json
@@ -663,10 +667,11 @@ fn cwd_is_made_by_the_code_user_and_env_is_exact() {
     assert_eq!(lines, ["1000:1000", "1000:1000", "/home/user/proj/sub"]);
     // From the host: the directory, and the one made on the way, belong to the code's
     // user as the host sees it, not to root of either side.
+    // Each session has a host id range of its own: the code's user is 1000 in it.
     let cwd = std::fs::metadata(format!("/proc/{}/cwd", p.host_pid)).unwrap();
-    assert_eq!((cwd.uid(), cwd.gid()), (HOST_USER, HOST_USER));
+    assert!(is_host_user(cwd.uid()) && is_host_user(cwd.gid()), "{} {}", cwd.uid(), cwd.gid());
     let proj = std::fs::metadata(format!("/proc/{}/root/home/user/proj", p.host_pid)).unwrap();
-    assert_eq!(proj.uid(), HOST_USER);
+    assert_eq!(proj.uid(), cwd.uid());
 
     let t = spawn_with(
         &sock,
