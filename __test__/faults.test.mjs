@@ -224,3 +224,39 @@ test('each live session has host ids of its own: one holding its fds in flight d
     await b.close()
   }
 })
+
+test('a sandbox holding its inotify and signal maximum takes nothing from host root', async () => {
+  const s = await LocalSession.create({ poolSize: 0 })
+  try {
+    const held = await s.code.runCode([
+      'import ctypes, signal, os',
+      'libc = ctypes.CDLL(None, use_errno=True)',
+      'fds = []',
+      'while True:',
+      '    fd = libc.inotify_init1(0)',
+      '    if fd < 0: break',
+      '    fds.append(fd)',
+      'signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGRTMIN])',
+      'class sigval(ctypes.Union): _fields_ = [("i", ctypes.c_int), ("p", ctypes.c_void_p)]',
+      'queued = 0',
+      'while queued < 200000 and libc.sigqueue(os.getpid(), signal.SIGRTMIN, sigval(0)) == 0: queued += 1',
+      '(len(fds), queued)',
+    ].join('\n'), 'python', 60)
+    assert.equal(held.success, true, JSON.stringify(held))
+    assert.match(held.result, /^\(\d+, \d+\)$/)
+    // Host root, meanwhile: an inotify instance (fs.watch) and a signal-queue-backed timer.
+    const watcher = fs.watch('/tmp')
+    watcher.close()
+    const timers = spawnSync('python3', ['-c', [
+      'import ctypes, signal, os',
+      'libc = ctypes.CDLL(None, use_errno=True)',
+      'signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGRTMIN])',
+      'class sigval(ctypes.Union): _fields_ = [("i", ctypes.c_int), ("p", ctypes.c_void_p)]',
+      'ok = sum(1 for _ in range(100) if libc.sigqueue(os.getpid(), signal.SIGRTMIN, sigval(0)) == 0)',
+      'print(ok)',
+    ].join('\n')], { encoding: 'utf8' })
+    assert.equal(timers.stdout.trim(), '100', `host root could queue ${timers.stdout.trim()} of 100 signals: ${timers.stderr}`)
+  } finally {
+    await s.close()
+  }
+})

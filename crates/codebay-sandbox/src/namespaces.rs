@@ -53,6 +53,38 @@ pub fn clone_process(flags: libc::c_int) -> Result<libc::pid_t, SandboxError> {
     Ok(ret as libc::pid_t)
 }
 
+/// clone_process with the new user namespace owned by host `owner`: the kernel charges
+/// per-user counters of everything inside (inotify instances and watches, pending
+/// signals, message queues) to the namespace's owner, so one owned by root would let the
+/// code fill root's. The effective ids are switched for the clone only (the saved ids
+/// stay 0, so the supervisor gets root back at once).
+pub fn clone_process_owned(flags: libc::c_int, owner: u32) -> Result<libc::pid_t, SandboxError> {
+    let set = |nr: libc::c_long, id: libc::c_long, what: &str| {
+        // SAFETY: setresgid/setresuid with -1 (unchanged) for real and saved ids.
+        if unsafe { libc::syscall(nr, -1 as libc::c_long, id, -1 as libc::c_long) } < 0 {
+            return Err(SandboxError::UserNamespace(format!(
+                "cannot switch the {what} to {id} to create the user namespace: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(())
+    };
+    // The group first, while the effective uid is still 0 (CAP_SETGID).
+    set(libc::SYS_setresgid, owner as libc::c_long, "effective gid")?;
+    if let Err(e) = set(libc::SYS_setresuid, owner as libc::c_long, "effective uid") {
+        let _ = set(libc::SYS_setresgid, 0, "effective gid");
+        return Err(e);
+    }
+    let pid = clone_process(flags);
+    if matches!(pid, Ok(0)) {
+        return pid; // the child keeps the owner's ids until init switches inside
+    }
+    // Back to root (the saved uid is 0), then the group (CAP_SETGID again).
+    set(libc::SYS_setresuid, 0, "effective uid")?;
+    set(libc::SYS_setresgid, 0, "effective gid")?;
+    pid
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdMaps {
     pub uid_map: String,

@@ -3,17 +3,38 @@
 use crate::SandboxError;
 use codebay_protocol::SandboxConfig;
 
+/// Signals queued at once by the code's user.
+pub const SIGPENDING: u64 = 1024;
+/// Bytes of POSIX message queues the code's user may hold (below the kernel's default
+/// of 800 KiB: a limit can be lowered, never raised, without CAP_SYS_RESOURCE).
+pub const MSGQUEUE_BYTES: u64 = 256 << 10;
+
 pub fn limits(c: &SandboxConfig) -> Vec<(libc::__rlimit_resource_t, &'static str, u64)> {
     vec![
         (libc::RLIMIT_NOFILE, "NOFILE", c.max_open_files),
         (libc::RLIMIT_FSIZE, "FSIZE", c.max_file_bytes),
         // No core dumps: they would fill the workspace and may leak memory contents.
         (libc::RLIMIT_CORE, "CORE", 0),
+        // Queued signals and POSIX message queue bytes are counted per user up the user
+        // namespaces: small, so a session cannot build up a host-sized backlog.
+        (libc::RLIMIT_SIGPENDING, "SIGPENDING", SIGPENDING),
+        (libc::RLIMIT_MSGQUEUE, "MSGQUEUE", MSGQUEUE_BYTES),
     ]
 }
 
 pub fn apply(c: &SandboxConfig) -> Result<(), SandboxError> {
     for (res, name, value) in limits(c) {
+        // Never above what is allowed already: lowering needs no privilege.
+        let mut now = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: now is a valid rlimit struct to fill.
+        let value = if unsafe { libc::getrlimit(res, &mut now) } == 0 {
+            value.min(now.rlim_max)
+        } else {
+            value
+        };
         let lim = libc::rlimit {
             rlim_cur: value,
             rlim_max: value,
@@ -46,5 +67,6 @@ mod tests {
         assert!(l.contains(&(libc::RLIMIT_NOFILE, "NOFILE", 256)));
         assert!(l.contains(&(libc::RLIMIT_FSIZE, "FSIZE", 1024)));
         assert!(l.contains(&(libc::RLIMIT_CORE, "CORE", 0)));
+        assert!(l.contains(&(libc::RLIMIT_SIGPENDING, "SIGPENDING", SIGPENDING)));
     }
 }

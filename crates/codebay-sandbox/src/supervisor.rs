@@ -119,7 +119,15 @@ fn run_session(
         namespaces::SANDBOX_UID
     };
     let flags = namespaces::clone_flags(config.network);
-    let pid = match namespaces::clone_process(flags) {
+    // A root supervisor makes the user namespace as the session's own host id, so that
+    // nothing counted per user inside it is counted against root.
+    // SAFETY: geteuid has no preconditions.
+    let cloned = if unsafe { libc::geteuid() } == 0 {
+        namespaces::clone_process_owned(flags, base)
+    } else {
+        namespaces::clone_process(flags)
+    };
+    let pid = match cloned {
         Ok(p) => p,
         Err(e) => return fail(&e),
     };

@@ -669,7 +669,12 @@ fn cwd_is_made_by_the_code_user_and_env_is_exact() {
     // user as the host sees it, not to root of either side.
     // Each session has a host id range of its own: the code's user is 1000 in it.
     let cwd = std::fs::metadata(format!("/proc/{}/cwd", p.host_pid)).unwrap();
-    assert!(is_host_user(cwd.uid()) && is_host_user(cwd.gid()), "{} {}", cwd.uid(), cwd.gid());
+    assert!(
+        is_host_user(cwd.uid()) && is_host_user(cwd.gid()),
+        "{} {}",
+        cwd.uid(),
+        cwd.gid()
+    );
     let proj = std::fs::metadata(format!("/proc/{}/root/home/user/proj", p.host_pid)).unwrap();
     assert_eq!(proj.uid(), cwd.uid());
 

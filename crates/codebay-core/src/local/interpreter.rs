@@ -243,6 +243,23 @@ impl Interpreter {
                         }
                     }
                     Ok(DriverMessage::Display { bundle, .. }) => {
+                        // The driver flushed what the code wrote before it displayed:
+                        // that output is in the pipes now, and goes out first.
+                        while out_open {
+                            match self.stdout.try_read(out_buf) {
+                                Ok(0) => (out_open, self.closed_streams[0]) = (false, true),
+                                Ok(n) => streams.out(&out_buf[..n]),
+                                Err(_) => break,
+                            }
+                        }
+                        while err_open {
+                            match self.stderr.try_read(err_buf) {
+                                Ok(0) => (err_open, self.closed_streams[1]) = (false, true),
+                                Ok(n) => streams.err(&err_buf[..n]),
+                                Err(_) => break,
+                            }
+                        }
+                        streams.flush_partial_lines();
                         if let Some(sink) = streams.sink {
                             sink.result(&item_from_bundle(&bundle));
                         }
