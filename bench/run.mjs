@@ -1,4 +1,4 @@
-// The benchmark of issues 4 and 7: `npm run bench` (node --no-node-snapshot bench/run.mjs).
+// The benchmark of issues 4, 7 and 8: `npm run bench` (node --no-node-snapshot bench/run.mjs).
 //
 // Prints one markdown table on stdout, every codebay figure next to the baselines
 // measured in the same run, and a Target column computed from the measured ratios.
