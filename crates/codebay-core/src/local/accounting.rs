@@ -90,12 +90,14 @@ impl ContextCounters {
             refused_forks: self.refused_forks.read(),
         }
     }
+}
 
-    pub fn since(&self, before: Snapshot) -> Events {
-        let now = self.snapshot();
+impl Snapshot {
+    /// What happened between `before` and this snapshot.
+    pub fn since(self, before: Snapshot) -> Events {
         Events {
-            memory: now.oom_kills > before.oom_kills,
-            processes: now.refused_forks > before.refused_forks,
+            memory: self.oom_kills > before.oom_kills,
+            processes: self.refused_forks > before.refused_forks,
         }
     }
 }

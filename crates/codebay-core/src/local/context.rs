@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use codebay_protocol::{CgroupInfo, CodeContext, DriverRequest, ErrorInfo};
+use codebay_protocol::{BackendOutput, CgroupInfo, CodeContext, DriverRequest, ErrorInfo};
 use serde_json::Value;
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot};
@@ -17,7 +17,6 @@ use tokio::time::Instant;
 use super::accounting::{ContextCounters, Events, Snapshot};
 use super::interpreter::{random_id, Exchange, Interpreter, RunEnd, RunOutcome, Stop};
 use super::sandbox::Sandbox;
-use codebay_protocol::BackendOutput;
 
 const MIB: u64 = 1024 * 1024;
 /// How long an interpreter killed for memory while idle may take to exit.
@@ -127,7 +126,8 @@ impl ContextHandle {
             launch,
             shared: shared.clone(),
             interpreter: None,
-            after_last_run: None,
+            counted: None,
+            killed_while_idle: false,
             lost_while_idle: None,
             gate: gate.clone(),
         };
@@ -178,11 +178,11 @@ impl ContextHandle {
         gate.idle_writer = None;
         gate.queued += 1;
         let timeout_s = run.timeout_s;
-        // A send fails only when the task ended (the context was removed): the
-        // receiver then sees a closed channel.
         if exchange.written > 0 {
             started.store(true, Ordering::SeqCst);
         }
+        // A send fails only when the task ended (the context was removed): the
+        // receiver then sees a closed channel.
         let _ = self.jobs.send(Job::Run {
             exchange,
             timeout_s,
@@ -210,18 +210,19 @@ impl ContextHandle {
     /// A fresh interpreter for the runs queued after this: state cleared. Queued now,
     /// when called, so a run called after it is served after it.
     pub fn restart(&self) -> crate::session::BoxFuture<()> {
-        let (tx, rx) = oneshot::channel();
-        self.control(Job::Restart(tx));
-        Box::pin(async move {
-            let _ = rx.await;
-        })
+        self.control_done(Job::Restart)
     }
 
     /// Ends the context after the runs queued before this; runs queued after it fail.
     /// Queued now, when called.
     pub fn remove(&self) -> crate::session::BoxFuture<()> {
+        self.control_done(Job::Remove)
+    }
+
+    /// Queues `job` now; the future resolves when the task has done it.
+    fn control_done(&self, job: fn(oneshot::Sender<()>) -> Job) -> crate::session::BoxFuture<()> {
         let (tx, rx) = oneshot::channel();
-        self.control(Job::Remove(tx));
+        self.control(job(tx));
         Box::pin(async move {
             let _ = rx.await;
         })
@@ -233,9 +234,11 @@ struct ContextTask {
     launch: Launch,
     shared: Arc<Shared>,
     interpreter: Option<(Interpreter, ContextCounters)>,
-    /// The interpreter's counters when its last run ended: what happened after that
-    /// happened while it was idle.
-    after_last_run: Option<Snapshot>,
+    /// The interpreter's counters as last read (at its start, at the end of its last
+    /// run, or when a run began): what the next reading adds happened since.
+    counted: Option<Snapshot>,
+    /// A process of the context was killed for memory while no run was in progress.
+    killed_while_idle: bool,
     /// Why the previous interpreter died while no run was in progress, for the next run.
     lost_while_idle: Option<String>,
     gate: Arc<Gate>,
@@ -271,7 +274,7 @@ impl ContextTask {
                     self.run(exchange, timeout_s, reply).await
                 }
                 Job::Start(reply) => {
-                    let started = self.ensure_interpreter().await.map(drop);
+                    let started = self.ensure_interpreter().await;
                     let _ = reply.send(started);
                 }
                 Job::Restart(reply) => {
@@ -309,7 +312,7 @@ impl ContextTask {
             let _ = reply.send(closed_report(false));
             return;
         }
-        self.settle_idle_kill().await;
+        self.take_idle_events().await;
         if self.shared.sandbox.is_gone() {
             let _ = reply.send(RunReport::failure(sandbox_gone()));
             return;
@@ -322,7 +325,7 @@ impl ContextTask {
                 "it did not start within the run's timeout of {timeout_s} s"
             ))
         });
-        if let Err(why) = started.map(drop) {
+        if let Err(why) = started {
             let _ = reply.send(RunReport::failure(ErrorInfo::new(
                 "SandboxError",
                 format!(
@@ -351,11 +354,13 @@ impl ContextTask {
             sink.stderr(notice, crate::session::now_ns());
         }
         let (interpreter, counters) = self.interpreter.as_mut().expect("just ensured");
-        let before = counters.snapshot();
+        // Read when the run began (by `take_idle_events`, or at the interpreter's start).
+        let before = self.counted.unwrap_or_else(|| counters.snapshot());
         let cap = self.shared.output_cap;
         let outcome = interpreter.run(exchange, cap, reply.closed()).await;
-        let events = counters.since(before);
-        self.after_last_run = Some(counters.snapshot());
+        let after = counters.snapshot();
+        let events = after.since(before);
+        self.counted = Some(after);
         let mut kept = interpreter.alive;
         if kept && events.processes {
             kept = self.clear_children().await;
@@ -375,28 +380,23 @@ impl ContextTask {
         let _ = reply.send(report);
     }
 
-    /// A process of this context was killed for memory since its last run: when the
-    /// victim is the interpreter itself it may still be exiting. Give it the moment it
-    /// takes, so the run goes to a fresh interpreter and is told why, instead of failing
-    /// on a dying one.
-    async fn settle_idle_kill(&mut self) {
+    /// Reads what happened in the context since its last run. A process killed for
+    /// memory meanwhile may be the interpreter itself, still exiting: it gets the moment
+    /// that takes, so the run goes to a fresh interpreter and is told why, instead of
+    /// failing on a dying one.
+    async fn take_idle_events(&mut self) {
         let Some((interpreter, counters)) = &self.interpreter else {
             return;
         };
-        if !interpreter.alive
-            || !self
-                .after_last_run
-                .is_some_and(|a| counters.since(a).memory)
-        {
-            return;
-        }
-        let deadline = Instant::now() + IDLE_KILL_SETTLES_WITHIN;
-        while !interpreter.has_exited() && Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        }
-        if !interpreter.has_exited() {
-            // The victim was one of its children: the interpreter lives on.
-            self.after_last_run = Some(counters.snapshot());
+        let now = counters.snapshot();
+        let killed = self.counted.is_some_and(|c| now.since(c).memory);
+        self.counted = Some(now);
+        self.killed_while_idle = killed;
+        if killed && interpreter.alive {
+            let deadline = Instant::now() + IDLE_KILL_SETTLES_WITHIN;
+            while !interpreter.has_exited() && Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
         }
     }
 
@@ -429,14 +429,12 @@ impl ContextTask {
         }
     }
 
-    async fn ensure_interpreter(&mut self) -> Result<&mut Interpreter, String> {
-        if let Some((interpreter, counters)) = &self.interpreter {
+    async fn ensure_interpreter(&mut self) -> Result<(), String> {
+        if let Some((interpreter, _)) = &self.interpreter {
+            let exited = interpreter.has_exited();
             // Alive as far as we knew, yet gone: it died between runs.
-            if interpreter.alive && interpreter.has_exited() {
-                let killed = self
-                    .after_last_run
-                    .is_some_and(|after| counters.since(after).memory);
-                self.lost_while_idle = Some(if killed {
+            if interpreter.alive && exited {
+                self.lost_while_idle = Some(if self.killed_while_idle {
                     format!(
                         "was killed because the session ran out of memory (limit {})",
                         size(self.shared.memory_limit)
@@ -445,13 +443,9 @@ impl ContextTask {
                     "exited".to_owned()
                 });
             }
-        }
-        if self
-            .interpreter
-            .as_ref()
-            .is_some_and(|(i, _)| !i.alive || i.has_exited())
-        {
-            self.stop_interpreter().await;
+            if !interpreter.alive || exited {
+                self.stop_interpreter().await;
+            }
         }
         if self.interpreter.is_none() {
             let number = self.shared.spawns.fetch_add(1, Ordering::SeqCst) + 1;
@@ -471,10 +465,10 @@ impl ContextTask {
             let counters = ContextCounters::open(self.shared.cgroup(), &cgroup);
             let interpreter = Interpreter::new(spawned.pid, cgroup, spawned.fds)
                 .map_err(|e| format!("its descriptors: {e}"))?;
-            self.after_last_run = Some(counters.snapshot());
+            self.counted = Some(counters.snapshot());
             self.interpreter = Some((interpreter, counters));
         }
-        Ok(&mut self.interpreter.as_mut().expect("just set").0)
+        Ok(())
     }
 
     /// Kills the interpreter and everything in its cgroup, and removes the cgroup.
@@ -509,22 +503,20 @@ impl ContextTask {
             Stop::Abort => "AbortError",
             _ => "TimeoutError",
         };
+        // "The ..." in a message, "the ..." after the name in a traceback's last line.
         let stopped_why = |stop: Stop| match stop {
-            Stop::Abort => "The run was aborted".to_owned(),
-            _ => format!("The run exceeded its timeout of {timeout_s} s"),
+            Stop::Abort => "run was aborted".to_owned(),
+            _ => format!("run exceeded its timeout of {timeout_s} s"),
         };
         let (reply, mut error) = match end {
             RunEnd::Replied { reply, stopped } => {
                 let error = match stopped {
                     Some(stop) => {
-                        let mut e = ErrorInfo::new(stopped_name(stop), format!("{} and was interrupted.", stopped_why(stop)));
+                        let mut e = ErrorInfo::new(stopped_name(stop), format!("The {} and was interrupted.", stopped_why(stop)));
                         // Where the interrupt landed is what the user needs to find the slow
                         // line; its last line names the stop, not the signal that did it (an
                         // agent reading `KeyboardInterrupt` thinks someone pressed Ctrl-C).
-                        let last = match stop {
-                            Stop::Abort => "AbortError: the run was aborted".to_owned(),
-                            _ => format!("TimeoutError: the run exceeded its timeout of {timeout_s} s"),
-                        };
+                        let last = format!("{}: the {}", stopped_name(stop), stopped_why(stop));
                         e.traceback = reply
                             .error
                             .as_ref()
@@ -537,7 +529,7 @@ impl ContextTask {
                 (Some(reply), error)
             }
             RunEnd::Killed { stop } => (None, Some(ErrorInfo::new(stopped_name(stop), format!(
-                "{} and did not stop when interrupted, so the {language} interpreter was killed{lost}.", stopped_why(stop)
+                "The {} and did not stop when interrupted, so the {language} interpreter was killed{lost}.", stopped_why(stop)
             )))),
             RunEnd::Broken { .. } if self.shared.sandbox.is_gone() => (None, Some(sandbox_gone())),
             RunEnd::Broken { why } => (None, Some(ErrorInfo::new("InterpreterExitError", format!(

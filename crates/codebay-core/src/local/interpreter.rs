@@ -220,7 +220,6 @@ impl Interpreter {
         // that is itself blocked writing output.
         let mut to_write = &exchange.line.as_bytes()[exchange.written..];
         let [out_buf, err_buf, reply_chunk] = &mut *self.buffers;
-        let [mut out_open, mut err_open] = self.closed_streams.map(|closed| !closed);
         let mut stopped: Option<(Stop, Instant)> = None;
         let mut caller_gone = false;
         // When the start of a line read so far goes out without its end.
@@ -245,20 +244,7 @@ impl Interpreter {
                     Ok(DriverMessage::Display { bundle, .. }) => {
                         // The driver flushed what the code wrote before it displayed:
                         // that output is in the pipes now, and goes out first.
-                        while out_open {
-                            match self.stdout.try_read(out_buf) {
-                                Ok(0) => (out_open, self.closed_streams[0]) = (false, true),
-                                Ok(n) => streams.out(&out_buf[..n]),
-                                Err(_) => break,
-                            }
-                        }
-                        while err_open {
-                            match self.stderr.try_read(err_buf) {
-                                Ok(0) => (err_open, self.closed_streams[1]) = (false, true),
-                                Ok(n) => streams.err(&err_buf[..n]),
-                                Err(_) => break,
-                            }
-                        }
+                        drain([&self.stdout, &self.stderr], &mut self.closed_streams, out_buf, streams);
                         streams.flush_partial_lines();
                         if let Some(sink) = streams.sink {
                             sink.result(&item_from_bundle(&bundle));
@@ -293,16 +279,16 @@ impl Interpreter {
                     }
                     None
                 }
-                n = self.stdout.read(out_buf), if out_open => {
+                n = self.stdout.read(out_buf), if !self.closed_streams[0] => {
                     match n {
-                        Ok(0) | Err(_) => (out_open, self.closed_streams[0]) = (false, true),
+                        Ok(0) | Err(_) => self.closed_streams[0] = true,
                         Ok(n) => streams.out(&out_buf[..n]),
                     }
                     None
                 }
-                n = self.stderr.read(err_buf), if err_open => {
+                n = self.stderr.read(err_buf), if !self.closed_streams[1] => {
                     match n {
-                        Ok(0) | Err(_) => (err_open, self.closed_streams[1]) = (false, true),
+                        Ok(0) | Err(_) => self.closed_streams[1] = true,
                         Ok(n) => streams.err(&err_buf[..n]),
                     }
                     None
@@ -349,23 +335,38 @@ impl Interpreter {
     /// What the interpreter wrote before replying is already in the pipes: take it
     /// without waiting (a background process may keep writing; that is the next run's).
     fn drain(&mut self, streams: &mut Streams<'_>) {
-        let buf = &mut self.buffers[0];
-        for (index, pipe) in [&self.stdout, &self.stderr].into_iter().enumerate() {
-            while !self.closed_streams[index] {
-                match pipe.try_read(buf) {
-                    Ok(0) => self.closed_streams[index] = true,
-                    Ok(n) if index == 0 => streams.out(&buf[..n]),
-                    Ok(n) => streams.err(&buf[..n]),
-                    Err(_) => break,
-                }
-            }
-        }
+        let pipes = [&self.stdout, &self.stderr];
+        drain(
+            pipes,
+            &mut self.closed_streams,
+            &mut self.buffers[0],
+            streams,
+        );
     }
 
     /// Signals through the pidfd, which names exactly this process even if its pid
     /// was reused, and works across the pid namespace.
     pub fn signal(&self, signal: libc::c_int) {
         send_signal(&self.pidfd, signal);
+    }
+}
+
+/// Takes what the pipes hold now, without waiting; a pipe at its end is marked closed.
+fn drain(
+    pipes: [&pipe::Receiver; 2],
+    closed: &mut [bool; 2],
+    buf: &mut [u8],
+    streams: &mut Streams<'_>,
+) {
+    for (index, pipe) in pipes.into_iter().enumerate() {
+        while !closed[index] {
+            match pipe.try_read(buf) {
+                Ok(0) => closed[index] = true,
+                Ok(n) if index == 0 => streams.out(&buf[..n]),
+                Ok(n) => streams.err(&buf[..n]),
+                Err(_) => break,
+            }
+        }
     }
 }
 

@@ -223,8 +223,20 @@ impl LocalSession {
         )))
     }
 
+    fn ensure_open(&self) -> Result<(), CodebayError> {
+        match self.is_closed() {
+            true => Err(closed_error()),
+            false => Ok(()),
+        }
+    }
+
+    /// A language's default context has the language's name as its id.
+    fn is_default_context(&self, id: &str) -> bool {
+        self.0.registry.find(id).is_some_and(|r| r.name == id)
+    }
+
     fn context(&self, id: &str) -> Result<Arc<ContextHandle>, CodebayError> {
-        if self.0.registry.find(id).is_some_and(|r| r.name == id) {
+        if self.is_default_context(id) {
             return self.default_context(id);
         }
         let contexts = self.0.contexts.lock().expect("contexts lock");
@@ -301,9 +313,7 @@ impl LocalSession {
         language: &str,
         cwd: Option<&str>,
     ) -> Result<CodeContext, CodebayError> {
-        if self.is_closed() {
-            return Err(closed_error());
-        }
+        self.ensure_open()?;
         let language = self.0.registry.resolve(language)?.name.clone();
         let cwd = match cwd {
             Some(cwd) => absolute_cwd(cwd)?,
@@ -347,17 +357,13 @@ impl LocalSession {
     }
 
     fn restart_code_context(&self, id: &str) -> Result<BoxFuture<()>, CodebayError> {
-        if self.is_closed() {
-            return Err(closed_error());
-        }
-        Ok(Box::pin(self.context(id)?.restart()))
+        self.ensure_open()?;
+        Ok(self.context(id)?.restart())
     }
 
     fn remove_code_context(&self, id: &str) -> Result<BoxFuture<()>, CodebayError> {
-        if self.is_closed() {
-            return Err(closed_error());
-        }
-        if self.0.registry.find(id).is_some_and(|r| r.name == id) {
+        self.ensure_open()?;
+        if self.is_default_context(id) {
             return Err(CodebayError::new(
                 ErrorCode::InvalidArgument,
                 ErrorKind::TypeError,
@@ -375,7 +381,7 @@ impl LocalSession {
             contexts.created.retain(|c| c != id);
             context
         };
-        Ok(Box::pin(context.remove()))
+        Ok(context.remove())
     }
 
     /// The session as a tool server: never fails, every problem is a failed result.
@@ -500,10 +506,7 @@ impl Session for LocalSession {
     }
 
     fn list_contexts(&self) -> BoxFuture<Result<Vec<CodeContext>, CodebayError>> {
-        let list = match self.is_closed() {
-            true => Err(closed_error()),
-            false => Ok(self.list_code_contexts()),
-        };
+        let list = self.ensure_open().map(|()| self.list_code_contexts());
         Box::pin(async move { list })
     }
 
