@@ -615,17 +615,10 @@ fn string_of(value: &Unknown) -> String {
 
 /// `String(value)` as JavaScript would print it, for messages.
 fn display_of(value: &Unknown) -> String {
-    match value
-        .coerce_to_string()
-        .and_then(|s| s.into_utf8())
-        .and_then(|s| s.into_owned())
-    {
-        Ok(s) => s,
-        Err(_) => match value.get_type() {
-            Ok(kind) => type_name(kind).to_owned(),
-            Err(_) => "an unreadable value".to_owned(),
-        },
-    }
+    errors::js_string(value).unwrap_or_else(|| match value.get_type() {
+        Ok(kind) => type_name(kind).to_owned(),
+        Err(_) => "an unreadable value".to_owned(),
+    })
 }
 
 pub fn type_name(kind: ValueType) -> &'static str {

@@ -89,3 +89,12 @@ pub fn is_array(value: &Unknown) -> bool {
     unsafe { napi::sys::napi_is_array(value.env(), value.raw(), &mut array) };
     array
 }
+
+/// `String(value)`, or None when the value has no string form (a Symbol).
+pub fn js_string(value: &Unknown) -> Option<String> {
+    value
+        .coerce_to_string()
+        .and_then(|s| s.into_utf8())
+        .and_then(|s| s.into_owned())
+        .ok()
+}

@@ -118,14 +118,9 @@ fn reason(text: String) -> String {
 
 /// `String(value)`, or a description when the value has no string form (a Symbol).
 pub fn string_of(value: &Unknown) -> String {
-    match value
-        .coerce_to_string()
-        .and_then(|s| s.into_utf8())
-        .and_then(|s| s.into_owned())
-    {
-        Ok(s) => reason(s),
-        Err(_) => "the session threw a value that has no string form".into(),
-    }
+    crate::errors::js_string(value)
+        .map(reason)
+        .unwrap_or_else(|| "the session threw a value that has no string form".into())
 }
 
 pub fn is_promise(env: &Env, value: &Unknown) -> bool {
