@@ -62,6 +62,8 @@ describe('a run that is stopped leaves its context consistent', () => {
 })
 
 describe('limits are counted per context', () => {
+  // Small file systems, so the memory limit is close to memoryBytes (256 MiB + 172 MiB).
+  const TIGHT = { poolSize: 0, memoryBytes: 256 * 2 ** 20, workspaceBytes: 16 * 2 ** 20, tmpBytes: 16 * 2 ** 20 }
   test('a JavaScript memory flood does not cost a Python run its result or its state', async () => {
     const s = await LocalSession.create({ poolSize: 0 })
     try {
@@ -102,22 +104,22 @@ describe('limits are counted per context', () => {
   })
 
   test('an idle interpreter killed for another context\'s memory: that run succeeds, the next run here is told', async () => {
-    const s = await LocalSession.create({ poolSize: 0 })
+    const s = await LocalSession.create(TIGHT)
     try {
-      assert.equal((await ok(s.code, 'a = bytearray(300 * 2**20)\nlen(a)', 'python')).result, '314572800')
+      assert.equal((await ok(s.code, 'a = bytearray(240 * 2**20)\nlen(a)', 'python')).result, '251658240')
       // The OOM killer takes the largest process: the idle Python interpreter.
-      const js = await ok(s.code, 'const b = []; for (let i = 0; i < 13; i++) b.push(Buffer.alloc(20 * 2**20, 1)); b.length', 'javascript', 30)
-      assert.equal(js.result, '13')
+      const js = await ok(s.code, 'const b = []; for (let i = 0; i < 10; i++) b.push(Buffer.alloc(20 * 2**20, 1)); b.length', 'javascript', 30)
+      assert.equal(js.result, '10')
       const py = await ok(s.code, "'a' in globals()", 'python')
       assert.equal(py.result, 'False')
-      assert.match(py.logs.stderr[0], /^\[codebay\] The python interpreter of this context was killed because the session ran out of memory \(limit 512 MiB\) while no run was in progress; its state was lost/)
+      assert.match(py.logs.stderr[0], /^\[codebay\] The python interpreter of this context was killed because the session ran out of memory \(256 MiB for processes plus the 172 MiB its files may hold\) while no run was in progress; its state was lost/)
     } finally {
       await s.close()
     }
   })
 
   test('a child process killed for memory is reported to the run that started it; the parent keeps its state', async () => {
-    const s = await LocalSession.create({ poolSize: 0 })
+    const s = await LocalSession.create(TIGHT)
     try {
       await ok(s.code, 'keep = 7', 'python')
       const r = await s.code.runCode(

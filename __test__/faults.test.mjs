@@ -5,7 +5,7 @@ import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import fs from 'node:fs'
-import { codebay, cgroupDirs, helperPid, sessionPids, waitFor } from './helpers.mjs'
+import { codebay, cgroupDirs, helperPid, initPid, sessionPids, waitFor } from './helpers.mjs'
 
 const { LocalSession } = codebay
 const INDEX = fileURLToPath(new URL('../index.js', import.meta.url))
@@ -82,7 +82,7 @@ test('starting an interpreter counts against the run\'s timeout: a stopped init 
   let init
   try {
     await s.code.runCode('1', 'python')
-    init = sessionPids(id).find((p) => /NSpid:.*\s1$/m.test(fs.readFileSync(`/proc/${p}/status`, 'utf8')))
+    init = initPid(id)
     assert.ok(init, 'init is found from the host')
     process.kill(init, 'SIGSTOP')
     const t0 = Date.now()
@@ -180,7 +180,7 @@ test('a rejected promise as the last value is the run\'s error', async () => {
 
 test('each live session has host ids of its own: one holding its fds in flight does not stop another', async () => {
   const initUid = (s) => {
-    const init = sessionPids(s.getSessionId()).find((p) => /NSpid:.*\s1$/m.test(fs.readFileSync(`/proc/${p}/status`, 'utf8')))
+    const init = initPid(s.getSessionId())
     return Number(/^Uid:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${init}/status`, 'utf8'))[1])
   }
   const a = await LocalSession.create({ poolSize: 0 })
@@ -256,6 +256,102 @@ test('a sandbox holding its inotify and signal maximum takes nothing from host r
       'print(ok)',
     ].join('\n')], { encoding: 'utf8' })
     assert.equal(timers.stdout.trim(), '100', `host root could queue ${timers.stdout.trim()} of 100 signals: ${timers.stderr}`)
+  } finally {
+    await s.close()
+  }
+})
+
+// ------------------------------------------------------------------ full file systems
+
+/** The session's OOM kills as the host counts them (v2 memory.events, v1 oom_control). */
+function oomKills(sessionId) {
+  let kills = 0
+  for (const dir of cgroupDirs(sessionId)) {
+    for (const file of ['memory.events', 'memory.oom_control']) {
+      const f = `${dir}/${file}`
+      if (fs.existsSync(f)) kills += Number(/^oom_kill (\d+)$/m.exec(fs.readFileSync(f, 'utf8'))?.[1] ?? 0)
+    }
+  }
+  return kills
+}
+
+const FILL = `
+import errno
+def fill(path):
+    written = 0
+    try:
+        with open(path, 'wb') as f:
+            chunk = b'\\x01' * (1 << 20)
+            while True:
+                f.write(chunk)
+                f.flush()
+                written += 1
+    except OSError as e:
+        return (errno.errorcode[e.errno], written)
+`
+
+test('with the default limits, full file systems are ENOSPC and leave the processes their memory', async () => {
+  const s = await LocalSession.create({ poolSize: 0 })
+  const id = s.getSessionId()
+  const py = async (code, timeout = 60) => {
+    const r = await s.code.runCode(code, 'python', timeout)
+    assert.equal(r.success, true, `${code}: ${JSON.stringify(r.error)}`)
+    return r.result
+  }
+  try {
+    await py(`keep = 41\n${FILL}`)
+    // 512 MiB of workspace, 256 MiB of /tmp, 64 MiB of /dev/shm: each fills to its size.
+    assert.equal(await py("fill('/home/user/fill.bin')"), "('ENOSPC', 512)")
+    assert.equal(await py("fill('/tmp/fill.bin')"), "('ENOSPC', 256)")
+    assert.equal(await py("fill('/dev/shm/fill.bin')"), "('ENOSPC', 64)")
+    assert.equal(oomKills(id), 0, 'no process was killed for the files')
+    // Every file system full, and the processes still have memoryBytes (512 MiB).
+    assert.equal(await py('blob = bytearray(400 << 20)\nlen(blob) >> 20'), '400')
+    assert.equal(await py('del blob\nkeep + 1'), '42', 'the interpreter kept its state')
+    const js = await s.code.runCode("const fs = require('fs'); let code; try { fs.writeFileSync('/home/user/more.bin', Buffer.alloc(1 << 20)) } catch (e) { code = e.code }; code", 'javascript', 30)
+    assert.equal(js.result, "'ENOSPC'", JSON.stringify(js))
+    // Empty files are bounded too: inodes run out before their kernel memory does.
+    assert.equal(await py("import os\nos.mkdir('/tmp/many')\nn = 0\ntry:\n    while True:\n        open(f'/tmp/many/{n}', 'w').close()\n        n += 1\nexcept OSError as e:\n    r = (errno.errorcode[e.errno], n > 1000)\nr"), "('ENOSPC', True)")
+    assert.equal(oomKills(id), 0)
+    // The code can clean up and go on.
+    assert.equal(await py("import os, shutil\nfor f in ('/home/user/fill.bin', '/tmp/fill.bin', '/dev/shm/fill.bin', '/home/user/more.bin'):\n    if os.path.exists(f): os.remove(f)\nshutil.rmtree('/tmp/many')\nfill('/home/user/again.bin')"), "('ENOSPC', 512)")
+    assert.equal(await py("os.remove('/home/user/again.bin')\nkeep"), '41')
+  } finally {
+    await s.close()
+  }
+})
+
+test('System V shared memory is bounded and never orphaned: it goes with the interpreter that made it', async () => {
+  const s = await LocalSession.create({ poolSize: 0, prewarm: [] })
+  const id = s.getSessionId()
+  // Judged from the host: the segments of the sandbox's IPC namespace.
+  const segments = () => {
+    const out = spawnSync('nsenter', ['-t', String(initPid(id)), '--ipc', 'cat', '/proc/sysvipc/shm'], { encoding: 'utf8' })
+    assert.equal(out.status, 0, out.stderr)
+    return out.stdout.trim().split('\n').slice(1).map((l) => l.trim().split(/\s+/)).map((f) => ({ id: Number(f[1]), size: Number(f[3]), attached: Number(f[6]) }))
+  }
+  try {
+    const shm = [
+      'import ctypes, os',
+      'libc = ctypes.CDLL(None, use_errno=True)',
+      'libc.shmat.restype = ctypes.c_void_p',
+      'def shmget(size):',
+      '    r = libc.shmget(0, ctypes.c_size_t(size), 0o1600)',
+      '    return r if r >= 0 else os.strerror(ctypes.get_errno())',
+    ].join('\n')
+    assert.equal((await s.code.runCode(`${shm}\nshmget(490 << 20)`, 'python')).result, "'Invalid argument'", 'a 490 MiB segment is refused')
+    const made = await s.code.runCode('seg = shmget(32 << 20)\nseg', 'python')
+    const seg = Number(made.result)
+    assert.ok(Number.isInteger(seg) && seg >= 0, JSON.stringify(made))
+    assert.deepEqual(segments().map((x) => x.id), [seg], 'the unattached segment lives while its maker does')
+    // Attached, written and detached: the last detach removes it.
+    const used = await s.code.runCode('seg2 = shmget(16 << 20)\nat = libc.shmat(seg2, None, 0)\nctypes.memset(at, 1, 16 << 20)\nlibc.shmdt(ctypes.c_void_p(at))', 'python')
+    assert.equal(used.result, '0', JSON.stringify(used))
+    assert.deepEqual(segments().map((x) => x.id), [seg])
+    // The interpreter is replaced: its segment goes with it.
+    await s.code.runCode('os._exit(3)', 'python')
+    assert.equal((await s.code.runCode('1 + 1', 'python')).result, '2')
+    assert.deepEqual(segments(), [], 'no segment outlived its interpreter')
   } finally {
     await s.close()
   }

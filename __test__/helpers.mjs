@@ -35,6 +35,29 @@ export function cgroupDirs(sessionId) {
   return dirs
 }
 
+const MIB = 2 ** 20
+
+/**
+ * The memory a session's files may hold when full, as the README gives it: the workspace,
+ * /tmp, 64 MiB of /dev/shm and 64 MiB of System V segments, and 2 KiB per inode (one
+ * per 16 KiB of each tmpfs, at least 256). The session's memory limit is memoryBytes
+ * plus this.
+ */
+export function fileSpaceBytes({ workspaceBytes = 512 * MIB, tmpBytes = 256 * MIB } = {}) {
+  const tmpfs = (bytes) => bytes + Math.max(256, Math.floor(bytes / (16 * 1024))) * 2048
+  return tmpfs(workspaceBytes) + tmpfs(tmpBytes) + tmpfs(64 * MIB) + 64 * MIB
+}
+
+/** The session's memory limit as the host's cgroup files hold it. */
+export function hostMemoryLimit(sessionId) {
+  for (const dir of cgroupDirs(sessionId)) {
+    for (const file of ['memory.max', 'memory.limit_in_bytes']) {
+      if (fs.existsSync(`${dir}/${file}`)) return Number(fs.readFileSync(`${dir}/${file}`, 'utf8'))
+    }
+  }
+  return null
+}
+
 /** Host pids of every process in the session's cgroups (including child cgroups). */
 export function sessionPids(sessionId) {
   const pids = new Set()
@@ -71,14 +94,20 @@ export function hostPids() {
   return fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n)).map(Number)
 }
 
+/** True when a host process is pid 1 of its innermost pid namespace. */
+export function isNamespaceInit(pid) {
+  return hostStatus(pid)?.NSpid?.split(/\s+/).at(-1) === '1'
+}
+
+/** The host pid of the session's init, or undefined. */
+export function initPid(sessionId) {
+  return sessionPids(sessionId).find(isNamespaceInit)
+}
+
 /** The session's helper (supervisor) on the host: the parent of the session's init. */
 export function helperPid(sessionId) {
-  const pids = sessionPids(sessionId)
-  for (const p of pids) {
-    const st = hostStatus(p)
-    if (st && st.NSpid && st.NSpid.split(/\s+/).at(-1) === '1') return Number(st.PPid)
-  }
-  return null
+  const init = initPid(sessionId)
+  return init === undefined ? null : Number(hostStatus(init).PPid)
 }
 
 /** Milliseconds a host `true` takes to spawn and exit (rejects after `limitMs`). */

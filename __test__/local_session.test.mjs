@@ -313,8 +313,9 @@ for (let fd = 3; fd < 256; fd++) {
 // ------------------------------------------------------------------ limits by name
 
 describe('limits are reported by name', () => {
-  test('MemoryError: 400 MB in a 128 MiB session, then the next run works', async () => {
-    const s = await LocalSession.create({ memoryBytes: 128 * MIB })
+  test('MemoryError: 400 MB in a 128 MiB session with small file systems, then the next run works', async () => {
+    // Processes and files share one limit: 128 MiB + what 16 MiB file systems may hold.
+    const s = await LocalSession.create({ memoryBytes: 128 * MIB, workspaceBytes: 16 * MIB, tmpBytes: 16 * MIB })
     try {
       await ok(s, 'lost = 1', 'python')
       let r = await fails(s, 'blob = b"\\x01" * (400 * 1024 * 1024)\nlen(blob)', 'python', 'MemoryError', 30)

@@ -14,7 +14,7 @@ import path from 'node:path'
 import { createRequire } from 'node:module'
 import { spawn, spawnSync } from 'node:child_process'
 import {
-  codebay, cgroupDirs, sessionPids, hostStatus, hostAlive, hostPids, helperPid, hostSpawnMs, watchHost,
+  codebay, cgroupDirs, sessionPids, hostStatus, hostAlive, hostPids, helperPid, hostSpawnMs, initPid, isNamespaceInit, watchHost, fileSpaceBytes, hostMemoryLimit,
 } from './helpers.mjs'
 
 const { LocalSession } = codebay
@@ -80,10 +80,7 @@ async function assertUsable(session, what) {
 
 /** The session's driver processes on the host (uid ≥ 1000000 and not pid 1 inside). */
 function driverHostPids(sessionId) {
-  return sessionPids(sessionId).filter((p) => {
-    const st = hostStatus(p)
-    return st && st.NSpid && st.NSpid.split(/\s+/).at(-1) !== '1'
-  })
+  return sessionPids(sessionId).filter((p) => hostStatus(p)?.NSpid && !isNamespaceInit(p))
 }
 
 before(async () => {
@@ -325,7 +322,7 @@ print(json.dumps(out))`.replace('TARGETS', JSON.stringify(targets))
 
 test('kill(-1) from inside reaches no host process', async () => {
   const helper = helperPid(main.getSessionId())
-  const init = sessionPids(main.getSessionId()).find((p) => hostStatus(p)?.NSpid?.split(/\s+/).at(-1) === '1')
+  const init = initPid(main.getSessionId())
   // From a child: every process this uid may signal inside goes (the driver too), which is contained.
   await run(main, "import subprocess, sys\nsubprocess.run([sys.executable, '-c', 'import os, signal\\nfor s in (9, 19, 15): os.kill(-1, s)'])")
   await new Promise((res) => setTimeout(res, 200))
@@ -383,7 +380,7 @@ print(json.dumps(out))`
   }
   // init (inside root) and the user code never share a uid: a same-uid process could
   // otherwise signal it or read its /proc files.
-  const init = pids.find((p) => hostStatus(p)?.NSpid?.split(/\s+/).at(-1) === '1')
+  const init = pids.find(isNamespaceInit)
   assert.ok(init)
   const codeUids = new Set(drivers.map((p) => hostStatus(p).Uid.split(/\s+/)[0]))
   assert.ok(!codeUids.has(hostStatus(init).Uid.split(/\s+/)[0]), 'init shares the user code\'s uid')
@@ -733,7 +730,7 @@ print(json.dumps({'rc': r.returncode, 'last': json.loads(lines[-1]) if lines els
 // ------------------------------------------------------------------ more confinement
 
 test('init (pid 1) is out of user code\'s reach: signals, ptrace, /proc', async () => {
-  const init = sessionPids(main.getSessionId()).find((p) => hostStatus(p)?.NSpid?.split(/\s+/).at(-1) === '1')
+  const init = initPid(main.getSessionId())
   assert.ok(init, 'init not found on the host')
   const py = String.raw`
 import os, json, signal, ctypes
@@ -945,11 +942,12 @@ test('memory bomb (python and javascript): MemoryError, host memory bounded, ses
   assert.equal(r.success, false)
   assert.equal(r.error?.name, 'MemoryError', JSON.stringify(r.error))
   assertHostResponsive(w, 'memory bomb')
+  assert.equal(hostMemoryLimit(s.getSessionId()), BOMB_LIMITS.memoryBytes + fileSpaceBytes(BOMB_LIMITS), 'processes and files have one limit')
   const memDir = cgroupDirs(s.getSessionId()).find((d) => d.includes('/memory/')) ?? cgroupDirs(s.getSessionId())[0]
   for (const f of ['memory.max_usage_in_bytes', 'memory.peak']) {
     if (fs.existsSync(`${memDir}/${f}`)) {
       const peak = Number(fs.readFileSync(`${memDir}/${f}`, 'utf8'))
-      assert.ok(peak <= BOMB_LIMITS.memoryBytes + MiB, `${f} = ${peak}`)
+      assert.ok(peak <= BOMB_LIMITS.memoryBytes + fileSpaceBytes(BOMB_LIMITS) + MiB, `${f} = ${peak}`)
     }
   }
   await assertUsable(s, 'a python memory bomb')

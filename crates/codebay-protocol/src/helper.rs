@@ -28,6 +28,21 @@ pub const RUNTIMES_INSIDE: &str = "/opt/codebay/runtimes";
 pub const HOME: &str = "/home/user";
 /// The writable places inside the sandbox; a context's cwd must be in one.
 pub const WRITABLE_ROOTS: [&str; 2] = [HOME, "/tmp"];
+/// Size of `/dev/shm` (POSIX shared memory, Python's multiprocessing).
+pub const DEV_SHM_BYTES: u64 = 64 * MIB;
+/// The most System V shared memory the session may hold (`kernel.shmall`, `shmmax`).
+pub const SYSV_SHM_BYTES: u64 = 64 * MIB;
+/// A tmpfs gets one inode per this many bytes of its size: inodes are kernel memory the
+/// size does not count, so their number is bounded with it.
+pub const BYTES_PER_INODE: u64 = 16 * 1024;
+/// Kernel memory budgeted per inode (an empty tmpfs file costs ~1.2 KiB here: inode,
+/// dentry and their slab overhead).
+pub const INODE_BUDGET_BYTES: u64 = 2 * 1024;
+
+/// The inode count of a tmpfs of `bytes`.
+pub fn tmpfs_inodes(bytes: u64) -> u64 {
+    (bytes / BYTES_PER_INODE).max(256)
+}
 
 /// What the helper needs to build one sandbox: the first datagram. Every field is
 /// sent; the engine validated each against the limits above before sending.
@@ -36,7 +51,8 @@ pub const WRITABLE_ROOTS: [&str; 2] = [HOME, "/tmp"];
 pub struct SandboxConfig {
     /// `[a-z0-9-]{1,64}`; names the session's cgroups.
     pub session_id: String,
-    /// Memory (and swap) of every process of the session and its tmpfs files.
+    /// Memory (and swap) the session's processes have whatever its files hold; the
+    /// cgroup limit is [`SandboxConfig::memory_limit_bytes`].
     pub memory_bytes: u64,
     /// Processes and threads of the session at once (`pids.max`).
     pub max_processes: u64,
@@ -54,6 +70,24 @@ pub struct SandboxConfig {
     pub env: BTreeMap<String, String>,
     pub max_open_files: u64,
     pub max_file_bytes: u64,
+}
+
+impl SandboxConfig {
+    /// What the session's files can hold when full: the workspace, `/tmp`, `/dev/shm` and
+    /// System V segments, with the kernel memory of their inodes.
+    pub fn file_space_bytes(&self) -> u64 {
+        [self.workspace_bytes, self.tmp_bytes, DEV_SHM_BYTES]
+            .iter()
+            .map(|&b| b.saturating_add(tmpfs_inodes(b) * INODE_BUDGET_BYTES))
+            .fold(SYSV_SHM_BYTES, u64::saturating_add)
+    }
+
+    /// The session's memory cgroup limit. The kernel charges a tmpfs page to the
+    /// process that writes it, so files and processes share one counter; sized so that
+    /// with every file system full, processes still have `memory_bytes`.
+    pub fn memory_limit_bytes(&self) -> u64 {
+        self.memory_bytes.saturating_add(self.file_space_bytes())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -248,6 +282,28 @@ mod tests {
         for bad in ["/home/username", "/etc", "/home", "/home/user/../x", "tmp"] {
             assert!(!valid_cwd(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn full_file_systems_leave_processes_their_memory() {
+        let c: SandboxConfig = serde_json::from_str(
+            r#"{"sessionId":"cb-1","memoryBytes":536870912,"maxProcesses":64,"cpuCores":null,
+            "network":false,"workspaceBytes":536870912,"tmpBytes":268435456,"readOnlyPaths":[],
+            "runtimesDir":"/r","env":{},"maxOpenFiles":1024,"maxFileBytes":536870912}"#,
+        )
+        .unwrap();
+        // 512 MiB + 256 MiB + 64 MiB of tmpfs, 64 MiB of SysV shm, 2 KiB per inode.
+        let inodes = (32768 + 16384 + 4096) * 2 * 1024;
+        assert_eq!(c.file_space_bytes(), (512 + 256 + 64 + 64) * MIB + inodes);
+        assert_eq!(
+            c.memory_limit_bytes(),
+            c.memory_bytes + c.file_space_bytes()
+        );
+        assert_eq!(
+            tmpfs_inodes(MIB),
+            256,
+            "a small tmpfs still holds a few files"
+        );
     }
 
     #[test]

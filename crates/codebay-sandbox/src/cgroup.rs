@@ -141,8 +141,8 @@ pub fn limit_files(layout: &Layout, c: &SandboxConfig) -> Vec<(usize, &'static s
     let mut v = Vec::new();
     match layout {
         Layout::V2 { cpu, .. } => {
-            v.push((0, "memory.max", c.memory_bytes.to_string()));
-            // memory + swap == memoryBytes, as v1's memsw does.
+            v.push((0, "memory.max", c.memory_limit_bytes().to_string()));
+            // memory + swap == the limit, as v1's memsw does.
             v.push((0, "memory.swap.max", "0".into()));
             v.push((0, "pids.max", c.max_processes.to_string()));
             if let (Some(q), true) = (quota, cpu) {
@@ -150,8 +150,9 @@ pub fn limit_files(layout: &Layout, c: &SandboxConfig) -> Vec<(usize, &'static s
             }
         }
         Layout::V1 { cpu, .. } => {
-            v.push((0, "memory.limit_in_bytes", c.memory_bytes.to_string()));
-            v.push((0, "memory.memsw.limit_in_bytes", c.memory_bytes.to_string()));
+            let limit = c.memory_limit_bytes().to_string();
+            v.push((0, "memory.limit_in_bytes", limit.clone()));
+            v.push((0, "memory.memsw.limit_in_bytes", limit));
             v.push((1, "pids.max", c.max_processes.to_string()));
             // Index 2 is the cpu hierarchy only when there is one; then it is.
             if let (Some(q), Some(_)) = (quota, cpu) {
@@ -719,9 +720,15 @@ mod tests {
                 cgroup2: true
             }
         );
-        let files = limit_files(&l, &config(Some(1.5)));
-        assert!(files.contains(&(0, "memory.limit_in_bytes", "536870912".into())));
-        assert!(files.contains(&(0, "memory.memsw.limit_in_bytes", "536870912".into())));
+        let c = config(Some(1.5));
+        let limit = c.memory_limit_bytes().to_string();
+        assert!(
+            c.memory_limit_bytes() > c.memory_bytes,
+            "files have room of their own"
+        );
+        let files = limit_files(&l, &c);
+        assert!(files.contains(&(0, "memory.limit_in_bytes", limit.clone())));
+        assert!(files.contains(&(0, "memory.memsw.limit_in_bytes", limit)));
         assert!(files.contains(&(1, "pids.max", "64".into())));
         assert!(files.contains(&(2, "cpu.cfs_quota_us", "150000".into())));
         // Without a cpu hierarchy, index 2 is the unified one and gets no cpu files.
@@ -752,7 +759,11 @@ mod tests {
         assert_eq!(
             files,
             vec![
-                (0, "memory.max", "536870912".to_string()),
+                (
+                    0,
+                    "memory.max",
+                    config(None).memory_limit_bytes().to_string()
+                ),
                 (0, "memory.swap.max", "0".to_string()),
                 (0, "pids.max", "64".to_string()),
             ]

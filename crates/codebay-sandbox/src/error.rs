@@ -19,6 +19,8 @@ pub enum SandboxError {
     #[error("{0}")]
     Hostname(String),
     #[error("{0}")]
+    Ipc(String),
+    #[error("{0}")]
     Mounts(String),
     #[error("{0}")]
     Proc(String),
@@ -54,6 +56,7 @@ impl SandboxError {
             SandboxError::IdMap(_) => "id_map",
             SandboxError::CgroupNamespace(_) => "cgroup_namespace",
             SandboxError::Hostname(_) => "hostname",
+            SandboxError::Ipc(_) => "ipc",
             SandboxError::Mounts(_) => "mounts",
             SandboxError::Proc(_) => "proc",
             SandboxError::PivotRoot(_) => "pivot_root",
@@ -80,6 +83,7 @@ impl SandboxError {
             "id_map" => SandboxError::IdMap(message),
             "cgroup_namespace" => SandboxError::CgroupNamespace(message),
             "hostname" => SandboxError::Hostname(message),
+            "ipc" => SandboxError::Ipc(message),
             "mounts" => SandboxError::Mounts(message),
             "proc" => SandboxError::Proc(message),
             "pivot_root" => SandboxError::PivotRoot(message),

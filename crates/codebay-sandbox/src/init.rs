@@ -29,7 +29,7 @@ use crate::landlock::Policy;
 use crate::mounts::{self, MountPlan};
 use crate::namespaces::{SANDBOX_GID, SANDBOX_UID};
 use crate::protocol::{self, CONTROL_FD};
-use crate::{config, credentials, resource_limits, seccomp, sys, SandboxError};
+use crate::{config, credentials, ipc, resource_limits, seccomp, sys, SandboxError};
 
 pub struct InitContext {
     pub config: SandboxConfig,
@@ -133,6 +133,7 @@ fn setup(ctx: InitContext, report: RawFd) -> Result<Option<Session>, SandboxErro
         unsafe { libc::setgroups(0, std::ptr::null()) };
     }
 
+    ipc::apply()?;
     mounts::setup(&ctx.plan)?;
     let policy = Policy::for_sandbox(
         ctx.plan.read_exec_dirs(),

@@ -26,6 +26,7 @@ pub mod credentials;
 pub mod error;
 pub mod id_range;
 pub mod init;
+pub mod ipc;
 pub mod kernel_check;
 pub mod landlock;
 pub mod mounts;

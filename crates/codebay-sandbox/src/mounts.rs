@@ -13,7 +13,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use codebay_protocol::helper::{HOME, RUNTIMES_INSIDE};
+use codebay_protocol::helper::{tmpfs_inodes, DEV_SHM_BYTES, HOME, RUNTIMES_INSIDE};
 use codebay_protocol::SandboxConfig;
 
 use crate::namespaces::{SANDBOX_GID, SANDBOX_UID};
@@ -24,7 +24,6 @@ use crate::SandboxError;
 /// directory works: sources were opened before it is covered.
 const ASSEMBLY_POINT: &str = "/tmp";
 pub const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom"];
-const SHM_BYTES: u64 = 64 * 1024 * 1024;
 pub const HOSTNAME: &str = "codebay";
 
 #[derive(Debug)]
@@ -280,7 +279,10 @@ pub fn setup(plan: &MountPlan) -> Result<(), SandboxError> {
     tmpfs(
         &dev.join("shm"),
         nosuid_nodev,
-        &format!("size={SHM_BYTES},mode=1777"),
+        &format!(
+            "size={DEV_SHM_BYTES},nr_inodes={},mode=1777",
+            tmpfs_inodes(DEV_SHM_BYTES)
+        ),
     )?;
     for (name, target) in [
         ("fd", "/proc/self/fd"),
@@ -296,14 +298,19 @@ pub fn setup(plan: &MountPlan) -> Result<(), SandboxError> {
         &inside(Path::new(HOME)),
         nosuid_nodev,
         &format!(
-            "size={},mode=0755,uid={SANDBOX_UID},gid={SANDBOX_GID}",
-            plan.workspace_bytes
+            "size={},nr_inodes={},mode=0755,uid={SANDBOX_UID},gid={SANDBOX_GID}",
+            plan.workspace_bytes,
+            tmpfs_inodes(plan.workspace_bytes)
         ),
     )?;
     tmpfs(
         &inside(Path::new("/tmp")),
         nosuid_nodev,
-        &format!("size={},mode=1777", plan.tmp_bytes),
+        &format!(
+            "size={},nr_inodes={},mode=1777",
+            plan.tmp_bytes,
+            tmpfs_inodes(plan.tmp_bytes)
+        ),
     )?;
 
     for (b, pfd) in plan.binds.iter().zip(&path_fds) {

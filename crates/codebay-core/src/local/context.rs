@@ -17,8 +17,8 @@ use tokio::time::Instant;
 use super::accounting::{ContextCounters, Events, Snapshot};
 use super::interpreter::{random_id, Exchange, Interpreter, RunEnd, RunOutcome, Stop};
 use super::sandbox::Sandbox;
+use crate::options::MIB;
 
-const MIB: u64 = 1024 * 1024;
 /// How long an interpreter killed for memory while idle may take to exit.
 const IDLE_KILL_SETTLES_WITHIN: std::time::Duration = std::time::Duration::from_millis(500);
 /// How long an interpreter gets to reap the children killed after a process-limit
@@ -32,7 +32,9 @@ pub struct Shared {
     /// Numbers interpreters (and names their cgroups) across the session.
     pub spawns: AtomicU64,
     pub output_cap: usize,
-    pub memory_limit: u64,
+    /// `memoryBytes`, and the file space the session's memory limit adds to it.
+    pub memory_bytes: u64,
+    pub file_space_bytes: u64,
     pub max_processes: u64,
     pub runtime: tokio::runtime::Handle,
 }
@@ -40,6 +42,15 @@ pub struct Shared {
 impl Shared {
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
+    }
+
+    /// The memory limit as a run reports it.
+    fn memory_limit(&self) -> String {
+        format!(
+            "{} for processes plus the {} its files may hold",
+            size(self.memory_bytes),
+            size(self.file_space_bytes)
+        )
     }
 
     fn cgroup(&self) -> &CgroupInfo {
@@ -436,8 +447,8 @@ impl ContextTask {
             if interpreter.alive && exited {
                 self.lost_while_idle = Some(if self.killed_while_idle {
                     format!(
-                        "was killed because the session ran out of memory (limit {})",
-                        size(self.shared.memory_limit)
+                        "was killed because the session ran out of memory ({})",
+                        self.shared.memory_limit()
                     )
                 } else {
                     "exited".to_owned()
@@ -545,8 +556,8 @@ impl ContextTask {
             error = Some(ErrorInfo::new(
                 "MemoryError",
                 format!(
-                    "The session ran out of memory (limit {}): {what}.",
-                    size(self.shared.memory_limit)
+                    "The session ran out of memory ({}): {what}.",
+                    self.shared.memory_limit()
                 ),
             ));
         } else if events.processes {

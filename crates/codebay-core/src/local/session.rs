@@ -21,7 +21,7 @@ use super::interpreters;
 use super::sandbox::Sandbox;
 use crate::code::absolute_cwd;
 use crate::error::{CodebayError, ErrorCode, ErrorKind};
-use crate::options::SessionOptions;
+use crate::options::{SessionOptions, MIB};
 use crate::request::RunRequest;
 use crate::result::CodeExecutionResult;
 use crate::runtime::{Interpreters, Registry};
@@ -115,7 +115,9 @@ impl LocalSession {
             runtimes_dir: placement.runtimes_dir.to_string_lossy().into_owned(),
             env: options.env.clone(),
             max_open_files: MAX_OPEN_FILES,
-            max_file_bytes: options.workspace_bytes.max(options.tmp_bytes),
+            // Above the largest file system: a full one is ENOSPC, not EFBIG (whose
+            // SIGXFSZ would kill a Node interpreter).
+            max_file_bytes: options.workspace_bytes.max(options.tmp_bytes) + MIB,
         };
         let sandbox = Sandbox::start(&placement.sandbox_binary, &config)
             .await
@@ -132,7 +134,8 @@ impl LocalSession {
             closed: AtomicBool::new(false),
             spawns: AtomicU64::new(0),
             output_cap: usize::try_from(options.output_limit_bytes).unwrap_or(usize::MAX),
-            memory_limit: options.memory_bytes,
+            memory_bytes: config.memory_bytes,
+            file_space_bytes: config.file_space_bytes(),
             max_processes: options.max_processes,
             runtime: tokio::runtime::Handle::current(),
         });
