@@ -13,6 +13,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { createRequire } from 'node:module'
 import { spawn, spawnSync } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
 import {
   codebay, cgroupDirs, sessionPids, hostStatus, hostAlive, hostPids, helperPid, hostSpawnMs, initPid, isNamespaceInit, watchHost, fileSpaceBytes, hostMemoryLimit,
 } from './helpers.mjs'
@@ -36,6 +37,28 @@ const hostSockPath = `/tmp/codebay-canary-${TAG}.sock`
 let main // the session most cases share
 let hostSleep // a host process the sandbox must not be able to signal
 const cleanups = []
+
+/** The host Python's installation prefix (past pyenv's shim). */
+function hostPythonPrefix() {
+  return spawnSyncPy('import sys; print(sys.base_prefix)').trim()
+}
+
+test('a Python installed outside /usr is shown at /opt/python: tracebacks and module paths name no host path', async () => {
+  const hostPrefix = hostPythonPrefix()
+  assert.ok(hostPrefix && !hostPrefix.startsWith('/usr'), `this check needs a host Python outside /usr (CI's is pyenv's), not ${hostPrefix}`)
+  const r = await run(main, 'import json\njson.loads("{")')
+  assert.equal(r.error?.name, 'JSONDecodeError')
+  assert.match(r.error.traceback, /File "\/opt\/python\/lib\/python3\.\d+\/json\/decoder\.py", line \d+/)
+  const { json } = await pyJson(main, 'import sys, os, json, email\nprint(json.dumps({"path": sys.path, "exe": sys.executable, "prefix": sys.prefix, "file": email.__file__, "env": dict(os.environ)}))')
+  assert.equal(json.prefix, '/opt/python')
+  assert.match(json.exe, /^\/opt\/python\/bin\/python3/)
+  const seen = JSON.stringify([r.error.traceback, json])
+  assert.ok(!seen.includes(hostPrefix), `the host prefix ${hostPrefix} is visible: ${seen}`)
+  assert.ok(!seen.includes(os.homedir()), `the host home ${os.homedir()} is visible`)
+  // It still runs as a child of the code, with the libraries it was built against.
+  const child = await run(main, 'import subprocess, sys\nsubprocess.run([sys.executable, "-c", "import ssl, sqlite3; print(7)"], capture_output=True, text=True).stdout')
+  assert.equal(child.result, "'7\\n'", JSON.stringify(child))
+})
 
 /** Runs Python on the host (the test's own), returns stdout. */
 function spawnSyncPy(code) {
@@ -391,9 +414,12 @@ print(json.dumps(out))`
 test('writes to /usr, /etc, the python prefix, the runtimes and / are refused; host files unchanged', async () => {
   const info = await pyJson(main, 'import sys, os, json; print(json.dumps({"prefix": sys.prefix, "os": os.__file__}))')
   const { prefix, os: osFile } = info.json
-  assert.ok(fs.existsSync(osFile), `python prefix ${prefix} is a host path`)
-  const runtimes = '/work/main/runtimes'
-  const watched = ['/etc/passwd', '/etc/hosts', osFile, `${runtimes}/python/driver.py`, `${runtimes}/javascript/driver.js`, '/usr/bin/env']
+  // The prefix as the host has it (the sandbox shows a Python outside /usr at /opt/python).
+  const hostPrefix = hostPythonPrefix()
+  const onHost = (p) => (p.startsWith(`${prefix}/`) ? hostPrefix + p.slice(prefix.length) : p)
+  assert.ok(fs.existsSync(onHost(osFile)), `${osFile} is ${onHost(osFile)} on the host`)
+  const runtimes = fileURLToPath(new URL('../runtimes', import.meta.url))
+  const watched = ['/etc/passwd', '/etc/hosts', onHost(osFile), `${runtimes}/python/driver.py`, `${runtimes}/javascript/driver.js`, '/usr/bin/env']
   const before = Object.fromEntries(watched.map((p) => [p, [sha(p), fs.statSync(p).mtimeMs, fs.statSync(p).mode]]))
   const created = [`/usr/bin/codebay-pwn-${TAG}`, `/etc/codebay-pwn-${TAG}`, `${prefix}/bin/codebay-pwn-${TAG}`,
     `${prefix}/lib/codebay-pwn-${TAG}.py`, `/codebay-pwn-${TAG}`, `/opt/codebay/runtimes/codebay-pwn-${TAG}`]
@@ -431,7 +457,7 @@ print(json.dumps(out))`.replace('CREATED', JSON.stringify(created)).replace('OSF
   for (const p of watched) {
     assert.deepEqual([sha(p), fs.statSync(p).mtimeMs, fs.statSync(p).mode], before[p], `${p} changed on the host`)
   }
-  for (const p of [...created, `${runtimes}/codebay-pwn-${TAG}`]) assert.ok(!fs.existsSync(p), `${p} appeared on the host`)
+  for (const p of [...created.map(onHost), `${runtimes}/codebay-pwn-${TAG}`]) assert.ok(!fs.existsSync(p), `${p} appeared on the host`)
   assert.equal(fs.readFileSync('/proc/sys/kernel/core_pattern', 'utf8'), corePattern)
 })
 

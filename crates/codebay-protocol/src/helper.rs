@@ -62,14 +62,34 @@ pub struct SandboxConfig {
     pub network: bool,
     pub workspace_bytes: u64,
     pub tmp_bytes: u64,
-    /// Host paths bound read-only at the same path (interpreters and their libraries).
-    pub read_only_paths: Vec<String>,
+    /// Host paths bound read-only (interpreters and their libraries), each where the
+    /// sandbox shows it; no two `inside` paths nest.
+    pub read_only_binds: Vec<ReadOnlyBind>,
     /// Host directory bound read-only at [`RUNTIMES_INSIDE`].
     pub runtimes_dir: String,
     /// Added to every spawned process's environment.
     pub env: BTreeMap<String, String>,
     pub max_open_files: u64,
     pub max_file_bytes: u64,
+}
+
+/// A host path and where the sandbox shows it: an interpreter outside `/usr` is shown
+/// at a neutral path (`/opt/python`), so nothing of the host's layout is visible.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadOnlyBind {
+    pub host: String,
+    pub inside: String,
+}
+
+impl ReadOnlyBind {
+    /// A path shown where it is on the host.
+    pub fn same(path: &str) -> ReadOnlyBind {
+        ReadOnlyBind {
+            host: path.into(),
+            inside: path.into(),
+        }
+    }
 }
 
 impl SandboxConfig {
@@ -288,7 +308,7 @@ mod tests {
     fn full_file_systems_leave_processes_their_memory() {
         let c: SandboxConfig = serde_json::from_str(
             r#"{"sessionId":"cb-1","memoryBytes":536870912,"maxProcesses":64,"cpuCores":null,
-            "network":false,"workspaceBytes":536870912,"tmpBytes":268435456,"readOnlyPaths":[],
+            "network":false,"workspaceBytes":536870912,"tmpBytes":268435456,"readOnlyBinds":[],
             "runtimesDir":"/r","env":{},"maxOpenFiles":1024,"maxFileBytes":536870912}"#,
         )
         .unwrap();

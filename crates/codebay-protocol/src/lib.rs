@@ -18,5 +18,5 @@ pub mod tool;
 
 pub use backend::{BackendOutput, ErrorInfo, MimeBundle};
 pub use driver::{DriverMessage, DriverReply, DriverRequest};
-pub use helper::{CgroupInfo, HelperReply, HelperRequest, SandboxConfig, SpawnedFds};
+pub use helper::{CgroupInfo, HelperReply, HelperRequest, ReadOnlyBind, SandboxConfig, SpawnedFds};
 pub use tool::{CodeContext, ContextIdArgs, CreateContextArgs, McpToolResult, RunCodeArgs};

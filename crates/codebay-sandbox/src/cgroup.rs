@@ -683,7 +683,7 @@ mod tests {
             network: false,
             workspace_bytes: 1 << 20,
             tmp_bytes: 1 << 20,
-            read_only_paths: vec![],
+            read_only_binds: vec![],
             runtimes_dir: "/r".into(),
             env: Default::default(),
             max_open_files: 64,

@@ -83,15 +83,33 @@ pub fn validate(c: &SandboxConfig) -> Result<(), SandboxError> {
             c.runtimes_dir
         ));
     }
-    for p in &c.read_only_paths {
-        if !valid_abs_path(p) || p == "/" {
-            return bad(format!(
-                "readOnlyPaths entry {p:?} must be an absolute normalised path other than /"
-            ));
+    for (i, b) in c.read_only_binds.iter().enumerate() {
+        for p in [&b.host, &b.inside] {
+            if !valid_abs_path(p) || p == "/" {
+                return bad(format!(
+                    "readOnlyBinds entry {p:?} must be an absolute normalised path other than /"
+                ));
+            }
         }
+        let p = &b.inside;
         if let Some(r) = reserved().find(|r| is_under(p, r) || is_under(r, p)) {
             return bad(format!(
-                "readOnlyPaths entry {p:?} overlaps {r}, which the sandbox builds itself"
+                "readOnlyBinds entry {p:?} overlaps {r}, which the sandbox builds itself"
+            ));
+        }
+        // /usr is bound whole and read-only: nothing can be mounted inside it.
+        if is_under(p, "/usr") && b.host != b.inside {
+            return bad(format!(
+                "readOnlyBinds entry {p:?} is under /usr, where only the host's own files are"
+            ));
+        }
+        if let Some(o) = c.read_only_binds[..i]
+            .iter()
+            .find(|o| is_under(p, &o.inside) || is_under(&o.inside, p))
+        {
+            return bad(format!(
+                "readOnlyBinds entries {:?} and {p:?} nest",
+                o.inside
             ));
         }
     }
@@ -106,10 +124,18 @@ mod tests {
         serde_json::json!({
             "sessionId": "cb-1a2b3c", "memoryBytes": 536870912u64, "maxProcesses": 64,
             "cpuCores": null, "network": false, "workspaceBytes": 268435456u64,
-            "tmpBytes": 268435456u64, "readOnlyPaths": ["/root/.pyenv/versions/3.11.7"],
+            "tmpBytes": 268435456u64,
+            "readOnlyBinds": [{"host": "/root/.pyenv/versions/3.11.7", "inside": "/opt/python"}],
             "runtimesDir": "/abs/runtimes", "env": {"FOO": "bar"},
             "maxOpenFiles": 1024, "maxFileBytes": 268435456u64
         })
+    }
+
+    fn binds(pairs: &[(&str, &str)]) -> serde_json::Value {
+        serde_json::json!(pairs
+            .iter()
+            .map(|(host, inside)| serde_json::json!({"host": host, "inside": inside}))
+            .collect::<Vec<_>>())
     }
 
     fn parse_v(v: &serde_json::Value) -> Result<SandboxConfig, SandboxError> {
@@ -171,14 +197,20 @@ mod tests {
         for (k, val) in [
             ("runtimesDir", serde_json::json!("rel/path")),
             ("runtimesDir", serde_json::json!("/a/../b")),
-            ("readOnlyPaths", serde_json::json!(["/"])),
-            ("readOnlyPaths", serde_json::json!(["/etc"])),
-            ("readOnlyPaths", serde_json::json!(["/proc/1"])),
-            ("readOnlyPaths", serde_json::json!(["/home/user/x"])),
-            ("readOnlyPaths", serde_json::json!(["/home"])),
+            ("readOnlyBinds", binds(&[("/x", "/")])),
+            ("readOnlyBinds", binds(&[("/", "/x")])),
+            ("readOnlyBinds", binds(&[("/x", "/etc")])),
+            ("readOnlyBinds", binds(&[("/x", "/proc/1")])),
+            ("readOnlyBinds", binds(&[("/x", "/home/user/x")])),
+            ("readOnlyBinds", binds(&[("/x", "/home")])),
             // Above a mount of the sandbox: it would hide the runtimes.
-            ("readOnlyPaths", serde_json::json!(["/opt"])),
-            ("readOnlyPaths", serde_json::json!(["/usr//lib"])),
+            ("readOnlyBinds", binds(&[("/x", "/opt")])),
+            ("readOnlyBinds", binds(&[("/usr//lib", "/usr//lib")])),
+            ("readOnlyBinds", binds(&[("/x", "/usr/lib/x")])),
+            (
+                "readOnlyBinds",
+                binds(&[("/x", "/opt/a"), ("/y", "/opt/a/b")]),
+            ),
             ("env", serde_json::json!({"A=B": "x"})),
             ("env", serde_json::json!({"": "x"})),
             ("cpuCores", serde_json::json!(-1.0)),
@@ -197,7 +229,11 @@ mod tests {
         v["memoryBytes"] = MIN_MEMORY_BYTES.into();
         v["maxProcesses"] = MIN_PROCESSES.into();
         v["maxOpenFiles"] = MIN_OPEN_FILES.into();
-        v["readOnlyPaths"] = serde_json::json!(["/opt/other", "/usr/lib/python3"]);
+        v["readOnlyBinds"] = binds(&[
+            ("/opt/other", "/opt/other"),
+            ("/usr/lib/python3", "/usr/lib/python3"),
+            ("/root/.pyenv/versions/3.11.7", "/opt/python"),
+        ]);
         parse_v(&v).unwrap();
         assert!(parse(b"not json").is_err());
     }

@@ -13,7 +13,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use codebay_protocol::helper::{tmpfs_inodes, DEV_SHM_BYTES, HOME, RUNTIMES_INSIDE};
+use codebay_protocol::helper::{is_under, tmpfs_inodes, DEV_SHM_BYTES, HOME, RUNTIMES_INSIDE};
 use codebay_protocol::SandboxConfig;
 
 use crate::namespaces::{SANDBOX_GID, SANDBOX_UID};
@@ -153,11 +153,11 @@ pub fn prepare(c: &SandboxConfig) -> Result<MountPlan, SandboxError> {
             _ => {}
         }
     }
-    for p in &c.read_only_paths {
-        if p == "/usr" || p.starts_with("/usr/") {
+    for b in &c.read_only_binds {
+        if b.host == b.inside && is_under(&b.inside, "/usr") {
             continue; // already visible through /usr
         }
-        add(p, Path::new(p), true, ro)?;
+        add(&b.inside, Path::new(&b.host), true, ro)?;
     }
     add(RUNTIMES_INSIDE, Path::new(&c.runtimes_dir), true, ro)?;
     add("/etc/ssl/certs", Path::new("/etc/ssl/certs"), false, ro)?;
@@ -200,7 +200,7 @@ impl MountPlan {
         v
     }
 
-    /// Single files bound read-only (readOnlyPaths entries that are files).
+    /// Single files bound read-only (readOnlyBinds entries that are files).
     pub fn read_exec_files(&self) -> Vec<PathBuf> {
         self.binds
             .iter()

@@ -59,7 +59,7 @@ mod tests {
         let c: SandboxConfig = serde_json::from_value(serde_json::json!({
             "sessionId": "x", "memoryBytes": 1u64 << 30, "maxProcesses": 8, "cpuCores": null,
             "network": false, "workspaceBytes": 1u64 << 20, "tmpBytes": 1u64 << 20,
-            "readOnlyPaths": [], "runtimesDir": "/r", "env": {},
+            "readOnlyBinds": [], "runtimesDir": "/r", "env": {},
             "maxOpenFiles": 256, "maxFileBytes": 1024
         }))
         .unwrap();

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use codebay_protocol::helper::MAX_MESSAGE_BYTES;
+use codebay_protocol::helper::{ReadOnlyBind, MAX_MESSAGE_BYTES};
 use codebay_protocol::{CgroupInfo, HelperReply, HelperRequest, SandboxConfig, SpawnedFds};
 use codebay_sandbox::sys;
 
@@ -93,7 +93,7 @@ fn config(tag: &str, runtimes: &Path, ro: &[String]) -> SandboxConfig {
         network: false,
         workspace_bytes: 16 << 20,
         tmp_bytes: 16 << 20,
-        read_only_paths: ro.to_vec(),
+        read_only_binds: ro.iter().map(|p| ReadOnlyBind::same(p)).collect(),
         runtimes_dir: runtimes.to_str().unwrap().into(),
         env: [("FOO".to_string(), "bar".to_string())].into(),
         max_open_files: 256,

@@ -2,15 +2,21 @@
 //! costs ~50 ms per start and lives under a home directory the sandbox must not
 //! show, so the real executable and its prefix are asked of Python itself, once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
+use codebay_protocol::helper::is_under;
+use codebay_protocol::ReadOnlyBind;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Interpreter {
+    /// The executable as the sandbox shows it.
     pub executable: PathBuf,
-    /// Directories to bind read-only so the interpreter finds its libraries.
-    pub read_only_paths: Vec<PathBuf>,
+    /// What to bind read-only so the interpreter finds its libraries, and where.
+    pub binds: Vec<ReadOnlyBind>,
+    /// What the sandbox's environment needs for it (a moved shared build's libraries).
+    pub env: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -81,17 +87,82 @@ fn probe_python(python: &Path) -> Result<Interpreter, InterpreterError> {
         ));
     };
     let executable = std::fs::canonicalize(&executable).unwrap_or(executable);
-    let mut paths = vec![base, prefix];
-    paths.push(
-        executable
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default(),
-    );
-    Ok(Interpreter {
-        read_only_paths: outside_usr(paths),
-        executable,
+    // A virtual environment names its base by host path (pyvenv.cfg's `home`), and
+    // `-I` ignores PYTHONHOME: it can only be shown where it is.
+    if base != prefix {
+        let dir = executable.parent().map(Path::to_path_buf);
+        return Ok(Interpreter {
+            binds: same_binds(outside_usr(
+                [Some(base), Some(prefix), dir]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+            )),
+            executable,
+            env: BTreeMap::new(),
+        });
+    }
+    let mut python = shown_at(executable, &prefix, PYTHON_INSIDE);
+    // A shared build finds libpython through a RUNPATH naming the host prefix.
+    if python.executable.starts_with(PYTHON_INSIDE) && has_libpython(&prefix.join("lib")) {
+        python
+            .env
+            .insert("LD_LIBRARY_PATH".into(), format!("{PYTHON_INSIDE}/lib"));
+    }
+    Ok(python)
+}
+
+/// Where a Python installed outside /usr is shown inside the sandbox.
+pub const PYTHON_INSIDE: &str = "/opt/python";
+/// Where a Node installed outside /usr (nvm, a tarball) is shown.
+pub const NODE_INSIDE: &str = "/opt/node";
+
+/// An interpreter whose installation is `prefix`: shown at `neutral` when it is outside
+/// /usr, so neither tracebacks nor `sys.prefix` tell the code how the host is laid out.
+fn shown_at(executable: PathBuf, prefix: &Path, neutral: &str) -> Interpreter {
+    let host = prefix.to_string_lossy();
+    let inside_usr = is_under(&host, ALWAYS_BOUND);
+    match executable.strip_prefix(prefix) {
+        Ok(rest) if !inside_usr && prefix != Path::new("/") => Interpreter {
+            executable: Path::new(neutral).join(rest),
+            binds: vec![ReadOnlyBind {
+                host: host.into_owned(),
+                inside: neutral.into(),
+            }],
+            env: BTreeMap::new(),
+        },
+        // Under /usr, or an executable outside its own prefix: shown where it is.
+        _ => {
+            let dir = executable.parent().map(Path::to_path_buf);
+            Interpreter {
+                binds: same_binds(outside_usr(
+                    [Some(prefix.to_path_buf()), dir]
+                        .into_iter()
+                        .flatten()
+                        .collect(),
+                )),
+                executable,
+                env: BTreeMap::new(),
+            }
+        }
+    }
+}
+
+fn has_libpython(lib: &Path) -> bool {
+    std::fs::read_dir(lib).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("libpython") && name.contains(".so")
+        })
     })
+}
+
+fn same_binds(paths: Vec<PathBuf>) -> Vec<ReadOnlyBind> {
+    paths
+        .iter()
+        .map(|p| ReadOnlyBind::same(&p.to_string_lossy()))
+        .collect()
 }
 
 /// Node: the given path, else the first `node` on PATH.
@@ -110,10 +181,7 @@ pub fn node(node: Option<&Path>) -> Result<Interpreter, InterpreterError> {
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    Ok(Interpreter {
-        read_only_paths: outside_usr(vec![prefix]),
-        executable,
-    })
+    Ok(shown_at(executable, &prefix, NODE_INSIDE))
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
@@ -152,6 +220,36 @@ mod tests {
             "".into(),
         ]);
         assert_eq!(got, vec![PathBuf::from("/root/.pyenv/versions/3.11.7")]);
+    }
+
+    #[test]
+    fn an_installation_outside_usr_is_shown_at_a_neutral_path() {
+        let py = shown_at(
+            "/root/.pyenv/versions/3.11.7/bin/python3.11".into(),
+            Path::new("/root/.pyenv/versions/3.11.7"),
+            PYTHON_INSIDE,
+        );
+        assert_eq!(py.executable, Path::new("/opt/python/bin/python3.11"));
+        assert_eq!(
+            py.binds,
+            vec![ReadOnlyBind {
+                host: "/root/.pyenv/versions/3.11.7".into(),
+                inside: "/opt/python".into()
+            }]
+        );
+        let system = shown_at(
+            "/usr/bin/python3.11".into(),
+            Path::new("/usr"),
+            PYTHON_INSIDE,
+        );
+        assert_eq!(system.executable, Path::new("/usr/bin/python3.11"));
+        assert!(system.binds.is_empty());
+        let elsewhere = shown_at("/srv/bin/node".into(), Path::new("/opt/x"), NODE_INSIDE);
+        assert_eq!(elsewhere.executable, Path::new("/srv/bin/node"));
+        assert_eq!(
+            elsewhere.binds,
+            vec![ReadOnlyBind::same("/opt/x"), ReadOnlyBind::same("/srv/bin")]
+        );
     }
 
     #[tokio::test]

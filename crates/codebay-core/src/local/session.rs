@@ -2,7 +2,7 @@
 //! [`Session`]: runs go to the contexts directly; the same operations are served as
 //! session tools (`run_code`, the code-context tools) for `callMcpTool`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,7 +12,8 @@ use codebay_protocol::tool::{
     CREATE_CODE_CONTEXT, LIST_CODE_CONTEXTS, REMOVE_CODE_CONTEXT, RESTART_CODE_CONTEXT, RUN_CODE,
 };
 use codebay_protocol::{
-    CodeContext, ContextIdArgs, CreateContextArgs, ErrorInfo, McpToolResult, SandboxConfig,
+    CodeContext, ContextIdArgs, CreateContextArgs, ErrorInfo, McpToolResult, ReadOnlyBind,
+    SandboxConfig,
 };
 use serde_json::Value;
 
@@ -74,23 +75,19 @@ impl LocalSession {
         sweep_stale_cgroups_once().await;
         let found = find_interpreters(options, placement).await?;
         let mut launches = HashMap::new();
-        let mut read_only_paths: Vec<String> = found
-            .1
-            .iter()
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect();
+        let (found, mut read_only_binds, interpreter_env) = found;
         for runtime in placement.registry.runtimes() {
-            let argv = (runtime.command)(&found.0).map_err(|why| {
+            let argv = (runtime.command)(&found).map_err(|why| {
                 CodebayError::error(
                     ErrorCode::InterpreterNotFound,
                     format!("{}: {why}", runtime.name),
                 )
             })?;
-            read_only_paths.extend(
+            read_only_binds.extend(
                 runtime
                     .read_only_paths
                     .iter()
-                    .map(|p| p.to_string_lossy().into_owned()),
+                    .map(|p| ReadOnlyBind::same(&p.to_string_lossy())),
             );
             launches.insert(
                 runtime.name.clone(),
@@ -100,8 +97,8 @@ impl LocalSession {
                 },
             );
         }
-        read_only_paths.sort();
-        read_only_paths.dedup();
+        read_only_binds.sort();
+        read_only_binds.dedup();
         let id = format!("cb-{:012x}", super::random_u64() & 0xffff_ffff_ffff);
         let config = SandboxConfig {
             session_id: id.clone(),
@@ -111,9 +108,13 @@ impl LocalSession {
             network: options.network,
             workspace_bytes: options.workspace_bytes,
             tmp_bytes: options.tmp_bytes,
-            read_only_paths,
+            read_only_binds,
             runtimes_dir: placement.runtimes_dir.to_string_lossy().into_owned(),
-            env: options.env.clone(),
+            // The user's env wins over what the interpreters need.
+            env: interpreter_env
+                .into_iter()
+                .chain(options.env.clone())
+                .collect(),
             max_open_files: MAX_OPEN_FILES,
             // Above the largest file system: a full one is ENOSPC, not EFBIG (whose
             // SIGXFSZ would kill a Node interpreter).
@@ -634,10 +635,14 @@ async fn sweep_stale_cgroups_once() {
 
 /// Finds the interpreters the registry's runtimes need, off the runtime's I/O worker;
 /// with the host paths to bind for them.
+/// The interpreters, as the sandbox shows them; what to bind for them; the environment
+/// they need.
+type Found = (Interpreters, Vec<ReadOnlyBind>, BTreeMap<String, String>);
+
 async fn find_interpreters(
     options: &SessionOptions,
     placement: &Placement,
-) -> Result<(Interpreters, Vec<PathBuf>), CodebayError> {
+) -> Result<Found, CodebayError> {
     let needs: Vec<&str> = placement
         .registry
         .runtimes()
@@ -645,7 +650,8 @@ async fn find_interpreters(
         .flat_map(|r| r.needs.iter().copied())
         .collect();
     let mut found = Interpreters::default();
-    let mut paths = Vec::new();
+    let mut binds = Vec::new();
+    let mut env = BTreeMap::new();
     let not_found = |e: interpreters::InterpreterError| {
         CodebayError::error(ErrorCode::InterpreterNotFound, e.to_string())
     };
@@ -654,7 +660,8 @@ async fn find_interpreters(
             .await
             .map_err(not_found)?;
         found.executables.insert("python", python.executable);
-        paths.extend(python.read_only_paths);
+        binds.extend(python.binds);
+        env.extend(python.env);
     }
     if needs.contains(&"node") {
         let asked = placement.node.clone();
@@ -663,7 +670,8 @@ async fn find_interpreters(
             .map_err(|e| CodebayError::error(ErrorCode::InterpreterNotFound, e.to_string()))?
             .map_err(not_found)?;
         found.executables.insert("node", node.executable);
-        paths.extend(node.read_only_paths);
+        binds.extend(node.binds);
+        env.extend(node.env);
     }
-    Ok((found, paths))
+    Ok((found, binds, env))
 }
