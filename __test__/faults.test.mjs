@@ -1,6 +1,6 @@
 // Faults judged from the host's side (issue 8): what a dead supervisor or a crashed
 // process leaves behind, and what the engine does about it.
-import { test } from 'node:test'
+import { describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
@@ -355,4 +355,110 @@ test('System V shared memory is bounded and never orphaned: it goes with the int
   } finally {
     await s.close()
   }
+})
+
+describe('late output of an earlier run', () => {
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+  const js = (s, code, options) => s.code.runCode(code, 'javascript', 30, options)
+  const note = (n, runs) => `[codebay] ${n} bytes of output written by an earlier run's callbacks after it ended were dropped (run ${runs})\n`
+  const idleNote = (n) => `[codebay] ${n} bytes of output written while no run was in progress (by a process or thread an earlier run started) were dropped.\n`
+
+  test('a timer\'s output after its run ended is not the next run\'s: dropped, and that run\'s first line says so', async () => {
+    const s = await LocalSession.create({ poolSize: 0, prewarm: [] })
+    try {
+      const first = await js(s, "setTimeout(() => console.log('late'), 200); 1")
+      assert.equal(first.result, '1')
+      await sleep(500)
+      const out = []
+      const err = []
+      const r = await js(s, 'console.log(2); 2', { onStdout: (m) => out.push(m.line), onStderr: (m) => err.push(m.line) })
+      assert.equal(r.success, true, JSON.stringify(r))
+      assert.equal(r.result, '2')
+      assert.deepEqual(r.logs, { stdout: ['2\n'], stderr: [note(5, first.executionCount)] })
+      assert.deepEqual([out, err], [r.logs.stdout, r.logs.stderr], 'streamed as in the logs')
+      const again = await js(s, '3')
+      assert.deepEqual(again.logs, { stdout: [], stderr: [] }, 'said once')
+      // The output of what the run queued to run at once is its own.
+      const soon = await js(s, "Promise.resolve().then(() => console.log('then')); process.nextTick(() => console.log('tick')); setImmediate(() => console.log('immediate')); 4")
+      assert.deepEqual(soon.logs, { stdout: ['tick\n', 'then\n', 'immediate\n'], stderr: [] })
+      assert.deepEqual((await js(s, '5')).logs, { stdout: [], stderr: [] })
+    } finally {
+      await s.close()
+    }
+  })
+
+  test('an unhandled rejection is its own run\'s; one after its run ended is said to the next run, not as its error', async () => {
+    const s = await LocalSession.create({ poolSize: 0, prewarm: [] })
+    try {
+      const own = await js(s, "Promise.reject(new Error('x')); 1")
+      assert.equal(own.success, true)
+      assert.equal(own.logs.stderr.join(''), `Uncaught (in promise) Error: x\n    at <cell-${own.executionCount}>:1:16\n`)
+      assert.deepEqual((await js(s, '2')).logs, { stdout: [], stderr: [] }, 'nothing of it in the next run')
+      const rejecting = await js(s, "setTimeout(() => Promise.reject(new TypeError('late')), 100); 1")
+      await sleep(400)
+      const r = await js(s, '2')
+      assert.equal(r.success, true, JSON.stringify(r))
+      assert.equal(r.error, undefined)
+      assert.equal(r.result, '2')
+      assert.deepEqual(r.logs, { stdout: [], stderr: [`[codebay] earlier run ${rejecting.executionCount} had an unhandled rejection after it ended (not this run's error): TypeError: late\n`] })
+      const throwing = await js(s, "setTimeout(() => { console.error('oops'); throw new RangeError('boom') }, 100); 1")
+      await sleep(400)
+      const t = await js(s, '3')
+      assert.equal(t.success, true, JSON.stringify(t))
+      assert.deepEqual(t.logs.stderr, [`[codebay] 5 bytes of output written by an earlier run's callbacks after it ended were dropped (run ${throwing.executionCount}); earlier run ${throwing.executionCount} had an uncaught exception after it ended (not this run's error): RangeError: boom\n`])
+    } finally {
+      await s.close()
+    }
+  })
+
+  test('a timer that fires during a later run is not that run\'s: dropped, that run ends with the note; an awaited promise of an earlier run is the awaiting run\'s', async () => {
+    const s = await LocalSession.create({ poolSize: 0, prewarm: [] })
+    try {
+      const first = await js(s, "setTimeout(() => console.log('late'), 300); 1")
+      const r = await js(s, "console.log('a'); await new Promise((r) => setTimeout(r, 1000)); console.log('b'); 2")
+      assert.equal(r.result, '2')
+      assert.deepEqual(r.logs, { stdout: ['a\n', 'b\n'], stderr: [note(5, first.executionCount)] })
+      assert.deepEqual((await js(s, '3')).logs, { stdout: [], stderr: [] })
+      // What a run does after awaiting an earlier run's promise is its own.
+      await js(s, 'globalThis.ready = new Promise((r) => setTimeout(r, 300)); 1')
+      const waited = await js(s, "await ready; console.log('after'); setTimeout(() => console.log('timer'), 10); await new Promise((r) => setTimeout(r, 50)); 4")
+      assert.deepEqual(waited.logs, { stdout: ['after\n', 'timer\n'], stderr: [] })
+      // Following promises changes nothing the code sees of them.
+      const util = await js(s, "const util = require('util'); [util.inspect(Promise.resolve(1)), util.inspect(Promise.resolve(1), { showHidden: true }), Object.getOwnPropertySymbols(Promise.resolve(1)).length, util.inspect(setTimeout(() => {}, 1)).includes('owner')]")
+      assert.equal(util.result, "[ 'Promise { 1 }', 'Promise { 1 }', 0, false ]")
+      assert.equal((await js(s, 'new Promise(() => {})')).result, 'Promise { <pending> }')
+    } finally {
+      await s.close()
+    }
+  })
+
+  test('what reaches the pipes while no run is in progress (a child process, a Python thread) is dropped with a note', async () => {
+    const s = await LocalSession.create({ poolSize: 0, prewarm: [] })
+    try {
+      await js(s, "require('child_process').spawn('sh', ['-c', 'sleep 0.3; echo child-out; echo child-err >&2'], { stdio: 'inherit' }); 1")
+      await sleep(700)
+      const r = await js(s, '2')
+      assert.deepEqual(r.logs, { stdout: [], stderr: [idleNote(20)] })
+      assert.equal(r.success, true)
+      await s.code.runCode("import threading, time\nthreading.Thread(target=lambda: (time.sleep(0.3), print('thread'))).start()", 'python')
+      await sleep(700)
+      const p = await s.code.runCode('print(2)', 'python')
+      assert.deepEqual(p.logs, { stdout: ['2\n'], stderr: [idleNote(7)] })
+      assert.deepEqual((await s.code.runCode('3', 'python')).logs, { stdout: [], stderr: [] })
+      // A child flooding its pipe while no run is in progress is read slowly, not at the
+      // cost of a host thread: it waits on the full pipe.
+      await js(s, "globalThis.flood = require('child_process').spawn('sh', ['-c', 'sleep 0.2; exec yes xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'], { stdio: 'inherit' }); 1")
+      await sleep(300)
+      const cpu = process.cpuUsage()
+      await sleep(1000)
+      const used = process.cpuUsage(cpu)
+      assert.ok(used.user + used.system < 300_000, `the host process spent ${(used.user + used.system) / 1000} ms of CPU in 1 s of idle flood`)
+      const stopped = await js(s, 'flood.kill(); 1')
+      assert.match(stopped.logs.stderr[0], /^\[codebay\] \d+ bytes of output written while no run was in progress/)
+      await sleep(200)
+      assert.equal((await js(s, '5')).result, '5')
+    } finally {
+      await s.close()
+    }
+  })
 })

@@ -331,6 +331,31 @@ async function measureLag(LocalSession) {
   }
 }
 
+async function measurePromises(LocalSession) {
+  // Row 9: what following every promise to its run (late-output attribution) costs.
+  const runs = n(12, 3)
+  const loop = 'for (let i = 0; i < 1e5; i++) await null'
+  log(`codebay: ${runs} × a run of 100,000 awaits, against the same loop in this process`)
+  const s = await LocalSession.create({ poolSize: 0, prewarm: ['javascript'] })
+  try {
+    expectOk(await s.code.runCode(loop, 'javascript'), 'promise loop warm-up')
+    const sandboxed = []
+    const here = []
+    const inProcess = new Function(`return (async () => { ${loop} })()`)
+    for (let i = 0; i < runs; i++) {
+      let t0 = now()
+      expectOk(await s.code.runCode(loop, 'javascript'), 'promise loop')
+      sandboxed.push(now() - t0)
+      t0 = now()
+      await inProcess()
+      here.push(now() - t0)
+    }
+    M.promises = { sandboxed: stats(sandboxed), here: stats(here) }
+  } finally {
+    await s.close()
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Main
 
@@ -356,7 +381,7 @@ async function main() {
   }
   await measureChildren(codebayError)
   const errors = {} // per section: why it could not be measured
-  for (const [name, fn] of [['warm', measureWarm], ['throughput', measureThroughput], ['create', measureCreate], ['overshoot', measureOvershoot], ['lag', measureLag]]) {
+  for (const [name, fn] of [['warm', measureWarm], ['throughput', measureThroughput], ['create', measureCreate], ['overshoot', measureOvershoot], ['lag', measureLag], ['promises', measurePromises]]) {
     if (!codebay) {
       errors[name] = codebayError
       continue
@@ -547,6 +572,19 @@ async function main() {
     skipped('8', 'event-loop lag', errors.lag)
   }
 
+  // ---- Row 9: promise-heavy JavaScript
+  if (M.promises) {
+    const { sandboxed, here } = M.promises
+    row('9', '**codebay** a JavaScript run of `for (let i = 0; i < 1e5; i++) await null` (every promise followed to its run), whole runCode', {
+      ...latency(sandboxed),
+      other: `${sandboxed.n} runs`,
+      target: `(no target) ${x(sandboxed.p50 / here.p50)} the loop without codebay`,
+    })
+    row('9', '↳ the same loop in this node process (no sandbox, no promise hooks)', { ...latency(here), other: `${here.n} runs` })
+  } else {
+    skipped('9', 'promise-heavy JavaScript', errors.promises)
+  }
+
   // ---- Print
   const esc = (s) => String(s).replace(/\|/g, '\\|')
   const lines = [
@@ -558,7 +596,7 @@ async function main() {
   const kernel = os.release()
   const cpu = os.cpus()[0]?.model?.trim() || 'unknown cpu'
   process.stdout.write([
-    `codebay benchmark (issues 4, 7), ${new Date().toISOString()}, commit ${gitRev()}`,
+    `codebay benchmark (issues 4, 7, 8), ${new Date().toISOString()}, commit ${gitRev()}`,
     `machine: nproc ${os.availableParallelism?.() ?? os.cpus().length} (${cpu}), Linux ${kernel}, node ${process.version}, python ${pyInfo.version} (${realPython}), bwrap ${bwrap ? 'yes' : 'no'}`,
     '',
     ...lines,

@@ -358,7 +358,7 @@ class _DriverTest:
         self.assertEqual(self.d.bufs['reply'], b'')
         rep = self.d.run(self.EXPR_1_PLUS_1)
         self.assertEqual((main_text(rep), self.d.displays), ('2', []))
-        self.assertEqual(self.d.output()[0], b'displayed\n')
+        self.assertEqual(self.d.output(), self.DISPLAYED_LATER)
 
     def test_execution_count_increases(self):
         counts = [self.d.run(self.EXPR_1_PLUS_1)['executionCount'] for _ in range(3)]
@@ -487,6 +487,9 @@ class PythonDriverTest(_DriverTest, unittest.TestCase):
                          "while not os.path.exists('go'):\n    time.sleep(0.01)\nprint('after')\n7")
     DISPLAY_LATER = ("import threading\n"
                      "t = threading.Timer(0.1, lambda: (display('late'), print('displayed')))\nt.start()")
+    # No attribution in Python: the thread's print reaches stdout (the engine drops what
+    # arrives while no run is in progress).
+    DISPLAYED_LATER = (b'displayed\n', b'')
     KEEP = 'keep = 5'
     BIG_MAIN = "'x' * 50_000_000"
     BIG_DISPLAY = "display('x' * 50_000_000)"
@@ -678,6 +681,9 @@ class JavaScriptDriverTest(_DriverTest, unittest.TestCase):
                          "if (require('fs').existsSync('go')) { clearInterval(t); r() } }, 5) });\n"
                          "console.log('after'); 7")
     DISPLAY_LATER = "setTimeout(() => { display('late'); console.log('displayed') }, 100); undefined"
+    # The timer's output is the ended run's: dropped, and the next run's first line says so.
+    DISPLAYED_LATER = (b'', b"[codebay] 10 bytes of output and 1 display result written by an earlier run's "
+                            b"callbacks after it ended were dropped (run 1)\n")
     KEEP = 'var keep = 5'
     BIG_MAIN = "'x'.repeat(50_000_000)"
     BIG_DISPLAY = "display('x'.repeat(50_000_000))"
@@ -810,12 +816,18 @@ class JavaScriptDriverTest(_DriverTest, unittest.TestCase):
         self.assertEqual(self.d.output()[0], b'hi\n')
 
     def test_async_errors_do_not_kill(self):
+        # The rejection is reported before the reply: the run's own. The timer throws
+        # after the run ended: not written then, and the next run's first line says so.
         self.assertOk(self.d.run("setTimeout(() => { throw new Error('late') }, 10); "
                                  "Promise.reject(new Error('rej')); undefined"))
-        _, err = self.d.output(wait=0.2)
-        self.assertIn(b'late', err)
-        self.assertIn(b'rej', err)
+        _, err = self.d.output()
+        self.assertEqual(err, b'Uncaught (in promise) Error: rej\n    at <cell-1>:1:67\n')
+        self.assertEqual(self.d.output(wait=0.2), (b'', b''))
         self.assertEqual(main_text(self.d.run('1 + 1')), '2')
+        self.assertEqual(self.d.output(), (b'', b"[codebay] earlier run 1 had an uncaught exception after it "
+                                                b"ended (not this run's error): Error: late\n"))
+        self.assertEqual(main_text(self.d.run('1 + 2')), '3')
+        self.assertEqual(self.d.output(), (b'', b''))
 
     def test_protocol_fds_hidden_without_proc_reopen(self):
         # Fallback when /proc/self/fd/N cannot be re-opened (pipe owned by another uid).
@@ -854,12 +866,49 @@ class JavaScriptDriverTest(_DriverTest, unittest.TestCase):
             [('text/plain', 'r'), ('isMainResult', False)]])
         self.assertEqual(rep['mainResult'], {'text/plain': '2n', 'isMainResult': True})
 
-    def test_display_during_a_later_run_keeps_its_own_id(self):
-        # A timer of an earlier run that fires during this run is shown in this run.
-        self.assertOk(self.d.run("setTimeout(() => display('timer'), 50); undefined"))
-        rep = self.d.run('await new Promise(r => setTimeout(r, 300)); 3')
-        self.assertEqual([d['bundle']['text/plain'] for d in self.d.displays], ['timer'])
-        self.assertEqual(main_text(rep), '3')
+    def test_display_of_an_earlier_run_during_a_later_run_is_dropped(self):
+        # A timer of an earlier run that fires during this run is not this run's: its
+        # display and its output are dropped, and this run's last line says so.
+        self.assertOk(self.d.run("setTimeout(() => { display('timer'); console.log('timer') }, 50); undefined"))
+        rep = self.d.run("console.log('a'); await new Promise(r => setTimeout(r, 300)); console.log('b'); 3")
+        self.assertEqual((self.d.displays, main_text(rep)), ([], '3'))
+        self.assertEqual(self.d.output(), (b'a\nb\n', b"[codebay] 6 bytes of output and 1 display result written by "
+                                                      b"an earlier run's callbacks after it ended were dropped (run 1)\n"))
+
+    def test_what_a_cell_queues_to_run_at_once_is_its_own(self):
+        # Promise reactions, nextTicks, microtasks, a write's callback, a display in a
+        # reaction, an immediate queued by the cell, an unhandled rejection: all before
+        # the reply. Its timers are not: the next run's first line says what they wrote.
+        rep = self.d.run("Promise.resolve().then(() => console.log('then')); process.nextTick(() => console.log('tick'));\n"
+                         "queueMicrotask(() => console.log('micro')); process.stdout.write('w\\n', () => console.log('cb'));\n"
+                         "setImmediate(() => console.log('immediate')); Promise.resolve().then(() => display('shown'));\n"
+                         "Promise.reject(new Error('r')); setTimeout(() => console.log('timer'), 0); 1")
+        self.assertEqual((main_text(rep), [d['bundle']['text/plain'] for d in self.d.displays]), ('1', ['shown']))
+        self.assertEqual(self.d.output(), (b'w\ntick\ncb\nthen\nmicro\nimmediate\n', b'Uncaught (in promise) Error: r\n    at <cell-1>:4:16\n'))
+        time.sleep(0.1)
+        self.assertEqual(main_text(self.d.run('2')), '2')
+        self.assertEqual(self.d.output(), (b'', b"[codebay] 6 bytes of output written by an earlier run's callbacks after it "
+                                                b"ended were dropped (run 1)\n"))
+
+    def test_late_output_of_several_runs_is_said_once(self):
+        for i in range(3):
+            self.assertOk(self.d.run("setTimeout(() => { console.log('x'); Promise.reject(new RangeError('n%d')) }, 50); %d" % (i, i)))
+        time.sleep(0.3)
+        rep = self.d.run("console.error('own'); 9")
+        self.assertEqual(main_text(rep), '9')
+        self.assertEqual(self.d.output(), (b'', b"[codebay] 6 bytes of output written by earlier runs' callbacks after they "
+                                                b"ended were dropped (runs 1, 2 and 3); earlier run 1 had an unhandled rejection "
+                                                b"after it ended (not this run's error): RangeError: n0; earlier run 2 had an "
+                                                b"unhandled rejection after it ended (not this run's error): RangeError: n1; "
+                                                b"earlier run 3 had an unhandled rejection after it ended (not this run's error): "
+                                                b"RangeError: n2\nown\n"))
+
+    def test_following_promises_leaves_them_as_they_were(self):
+        rep = self.d.run("const util = require('util'); const p = Promise.resolve(1);\n"
+                         "[util.inspect(p), util.inspect(p, { showHidden: true }), Object.getOwnPropertySymbols(p).length,\n"
+                         " Reflect.ownKeys(p).length, util.inspect(new Promise(() => {})), util.inspect(Promise.reject(3).catch(() => {}))]")
+        self.assertEqual(main_text(rep), "[\n  'Promise { 1 }',\n  'Promise { 1 }',\n  0,\n  0,\n  'Promise { <pending> }',\n"
+                                         "  'Promise { <pending> }'\n]")
 
     def test_rejected_promise_as_last_value_is_the_error(self):
         self.assertOk(self.d.run(self.KEEP))

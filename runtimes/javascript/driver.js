@@ -20,6 +20,8 @@
 // them (in a bundle "text/plain" first, "isMainResult" last), so it is
 // byte-identical to what serde writes (tests/fixtures/driver.jsonl holds that).
 // A request that cannot be served gets a reply with "ok":false and a ProtocolError.
+// Output of a run's callbacks that run after it answered is not the next run's: it is
+// dropped and counted, and a `[codebay] ...` line on stderr says so (see "late output").
 //
 // User code runs with vm.Script#runInThisContext in the driver's realm, so
 // top-level let/const/class/function declarations persist across cells (they
@@ -58,6 +60,7 @@ const StringIncludes = String.prototype.includes;
 const StringStartsWith = String.prototype.startsWith;
 const StringTrim = String.prototype.trim;
 const StringSlice = String.prototype.slice;
+const StringIndexOf = String.prototype.indexOf;
 const StringReplace = String.prototype.replace;
 const ArrayPush = Array.prototype.push;
 const ArrayJoin = Array.prototype.join;
@@ -82,6 +85,7 @@ const StringCtor = String;
 const ErrorCtor = Error;
 const DRIVER_FILE = __filename;
 const setTimeoutCaptured = setTimeout;
+const setImmediateCaptured = setImmediate;
 // Captured before user code can replace them: the streams whose writes must be
 // flushed before a reply (a write the pipe does not take at once, e.g. one cut
 // short by a signal, is finished asynchronously by libuv).
@@ -319,13 +323,262 @@ userModule.paths = Module._nodeModulePaths(cwd);
 userModule.loaded = true;
 const userRequire = Module.createRequire(cwd + path.sep);
 
-let current = null; // the run in progress: { id, interrupt, finished, ... }
+let current = null; // the run in progress: { id, count, interrupt, finished, ... }
+
+// ---------------------------------------------------------------- late output
+//
+// Output is attributed to the run whose code scheduled it: every asynchronous
+// resource (a timer, an immediate, a nextTick, an I/O request, a promise) records,
+// when it is made, the run that owns the code running then (the run whose cell runs
+// synchronously, else the owner of the resource whose callback or reaction runs).
+// A write to stdout or stderr through process.stdout/stderr (console.* included),
+// a display() and the uncaught exception and unhandled rejection reports are kept
+// when their owner is the run in progress (or no run: the driver's own code); when
+// the owner is a run that has answered already, they are dropped and counted, and
+// one `[codebay] ...` line says so (lateNote): at the start of the next run when
+// nothing was running, at the end of the run in progress otherwise.
+//
+// Promises are followed with V8's promise hooks (v8.promiseHooks), other resources
+// with an async_hooks init hook registered without Node's own promise tracking:
+// that tracking gives every promise enumerable symbol properties (util.inspect
+// would show `Promise { 1, [Symbol(async_id_symbol)]: 2, ... }`), and making them
+// non-enumerable per promise costs ~30x on an `await` loop. The owner is a private
+// field (OwnerStamp), which no reflection or inspection shows; a WeakMap costs
+// ~20x more per promise. Without Node's internals (not how the engine starts the
+// driver) nothing is attributed.
+const BufferIsEncoding = Buffer.isEncoding;
+const ObjectDefineProperty = Object.defineProperty;
+const nextTick = proc.nextTick;
+
+// Adds the private field #owner to any object (a base constructor that returns its
+// argument makes `this` that object in the subclass).
+class OwnerBase {
+  constructor(target) {
+    return target; // eslint-disable-line no-constructor-return
+  }
+}
+class OwnerStamp extends OwnerBase {
+  #owner;
+  constructor(target, owner) {
+    super(target);
+    this.#owner = owner;
+  }
+  // A resource made again (a pooled socket's handle is reset for its next user) gets
+  // the owner of its new maker.
+  static stamp(target, owner) {
+    if (#owner in target) target.#owner = owner;
+    else new OwnerStamp(target, owner); // eslint-disable-line no-new
+  }
+  static of(target) {
+    return #owner in target ? target.#owner : 0;
+  }
+}
+const stampOwner = OwnerStamp.stamp;
+const ownerStamped = OwnerStamp.of;
+// The run whose code runs synchronously now (its cell, its result's inspection), or 0.
+let syncOwner = 0;
+// The owners of the promise reactions running now, innermost in reactionOwner (they
+// nest only when a reaction makes a microtask checkpoint run). The stack's slots are
+// made before user code runs, so no setter it puts on Array.prototype is reached.
+let reactionOwner = 0;
+let reactionDepth = 0;
+const reactionStack = [];
+for (let i = 0; i < 64; i++) reactionStack[i] = 0;
+let executionAsyncResource = null;
+
+function ownerOf(resource) {
+  if (resource === null || (typeof resource !== 'object' && typeof resource !== 'function')) return 0;
+  return ownerStamped(resource);
+}
+
+// The run that owns the JavaScript running now (0: none, the driver's own code).
+function ownerNow() {
+  if (syncOwner !== 0) return syncOwner;
+  if (reactionDepth !== 0) return reactionOwner;
+  return executionAsyncResource === null ? 0 : ownerOf(executionAsyncResource());
+}
+
+// Stamps a resource with the owner of the code making it; `soon`: it runs code at once
+// (a promise's reactions, a nextTick, an immediate), so its run's reply waits for it.
+function own(resource, soon) {
+  const owner = ownerNow();
+  if (owner !== 0 && resource !== null && (typeof resource === 'object' || typeof resource === 'function')) {
+    stampOwner(resource, owner);
+    if (soon && current !== null && current.count === owner) current.soon = true;
+  }
+}
+
+// Node's own nextTick after a write that completed at once (it runs the write's
+// callback, when there is one; see the write interceptor): not something to wait for.
+let afterWriteTick = null;
+let capturingTick = false;
+
+function ownResource(asyncId, type, triggerAsyncId, resource) {
+  if (type === 'TickObject') {
+    let callback = null;
+    try { callback = resource.callback; } catch { /* keep null */ }
+    if (capturingTick) afterWriteTick = callback;
+    own(resource, callback !== afterWriteTick || afterWriteTick === null);
+  } else {
+    own(resource, type === 'Immediate' || type === 'Microtask' || type === 'PROMISE');
+  }
+}
+
+if (internalBinding !== null) {
+  try {
+    const hooks = require('internal/async_hooks');
+    const { promiseHooks } = require('v8');
+    const { init_symbol: initSymbol } = hooks.symbols;
+    const { kInit, kTotals } = hooks.constants;
+    if (typeof hooks.executionAsyncResource !== 'function' || typeof promiseHooks?.createHook !== 'function' ||
+        typeof hooks.getHookArrays !== 'function' || typeof hooks.enableHooks !== 'function' ||
+        typeof initSymbol !== 'symbol' || typeof kInit !== 'number' || typeof kTotals !== 'number') {
+      throw new ErrorCtor('async_hooks internals not as expected');
+    }
+    promiseHooks.createHook({
+      init(promise) {
+        own(promise, true);
+      },
+      before(promise) {
+        reactionStack[reactionDepth++] = reactionOwner;
+        reactionOwner = ownerStamped(promise);
+      },
+      after() {
+        if (reactionDepth > 0) reactionOwner = reactionStack[--reactionDepth];
+      },
+    });
+    // What AsyncHook#enable does, without its updatePromiseHookMode().
+    const { 0: active, 1: fields } = hooks.getHookArrays();
+    active[active.length] = { [initSymbol]: ownResource };
+    fields[kInit] += 1;
+    fields[kTotals] += 1;
+    hooks.enableHooks();
+    executionAsyncResource = hooks.executionAsyncResource;
+    // A write with a callback that completes at once makes Node queue that tick (as
+    // console.* writes do): see which function it is.
+    capturingTick = true;
+    try {
+      new (require('stream').Writable)({ write(chunk, encoding, cb) { cb(); } }).write('x', () => {});
+    } finally {
+      capturingTick = false;
+    }
+  } catch {
+    executionAsyncResource = null; // nothing is attributed
+  }
+}
+
+// True when output of `owner` must not go to the run in progress: its run has answered.
+function isLate(owner) {
+  return owner !== 0 && (current === null || current.count !== owner);
+}
+
+// What was dropped since the last note.
+const late = { bytes: 0, displays: 0, runs: [], errors: [], moreErrors: 0 };
+const LATE_ERRORS_NAMED = 3;
+
+function noteLateRun(owner) {
+  const runs = late.runs;
+  for (let i = 0; i < runs.length; i++) if (runs[i] === owner) return;
+  runs[runs.length] = owner;
+}
+
+function noteLateError(owner, kind, err) {
+  if (late.errors.length >= LATE_ERRORS_NAMED) {
+    late.moreErrors += 1;
+    return;
+  }
+  const f = formatError(err);
+  let summary = f.name === '' ? f.value : `${f.name}: ${f.value}`;
+  const nl = ReflectApply(StringIndexOf, summary, ['\n']);
+  if (nl >= 0) summary = `${ReflectApply(StringSlice, summary, [0, nl])} ...`;
+  if (summary.length > 200) summary = `${ReflectApply(StringSlice, summary, [0, 200])} ...`;
+  late.errors[late.errors.length] = { owner, kind, summary };
+}
+
+// A write of `chunk` to stdout/stderr by late code: counted, and true (to drop it).
+function lateWrite(chunk, encoding) {
+  const owner = ownerNow();
+  if (!isLate(owner)) return false;
+  let n;
+  if (typeof chunk === 'string') {
+    try {
+      n = BufferByteLength(chunk, typeof encoding === 'string' && BufferIsEncoding(encoding) ? encoding : 'utf8');
+    } catch {
+      n = chunk.length;
+    }
+  } else if (chunk instanceof Uint8Array) {
+    n = chunk.byteLength;
+  } else {
+    return false; // not something write() takes: let it throw as it would
+  }
+  late.bytes += n;
+  noteLateRun(owner);
+  return true;
+}
+
+function runsLabel(runs) {
+  let text = runs.length === 1 ? `run ${runs[0]}` : `runs ${runs[0]}`;
+  for (let i = 1; i < runs.length; i++) text += i === runs.length - 1 ? ` and ${runs[i]}` : `, ${runs[i]}`;
+  return text;
+}
+
+// The one line that says what was dropped since the last note (then forgotten), or null.
+// Runs are named by their executionCount.
+function takeLateNote() {
+  if (late.bytes === 0 && late.displays === 0 && late.errors.length === 0) return null;
+  const parts = [];
+  if (late.bytes !== 0 || late.displays !== 0) {
+    let what = late.bytes !== 0 ? `${late.bytes} bytes of output` : '';
+    if (late.displays !== 0) {
+      what += `${what === '' ? '' : ' and '}${late.displays} display result${late.displays === 1 ? '' : 's'}`;
+    }
+    const one = late.runs.length === 1;
+    parts[parts.length] = `${what} written by ${one ? 'an earlier run\'s' : 'earlier runs\''} callbacks ` +
+      `after ${one ? 'it' : 'they'} ended ${late.bytes + late.displays === 1 ? 'was' : 'were'} dropped (${runsLabel(late.runs)})`;
+  }
+  for (let i = 0; i < late.errors.length; i++) {
+    const e = late.errors[i];
+    parts[parts.length] = `earlier run ${e.owner} had an ${e.kind} after it ended (not this run's error): ${e.summary}`;
+  }
+  if (late.moreErrors !== 0) parts[parts.length] = `and ${late.moreErrors} more`;
+  late.bytes = 0;
+  late.displays = 0;
+  late.runs = [];
+  late.errors = [];
+  late.moreErrors = 0;
+  return `[codebay] ${ReflectApply(ArrayJoin, parts, ['; '])}\n`;
+}
+
+// The callbacks the global console passes to every write (its error handlers): not
+// the user's, nothing to wait for.
+const consoleWriteCallbacks = [console._stdoutErrorHandler, console._stderrErrorHandler];
+
+// process.stdout.write and process.stderr.write (console.* writes through them).
+if (executionAsyncResource !== null) {
+  for (const s of stdStreams) {
+    const originalWrite = s.write;
+    ObjectDefineProperty(s, 'write', {
+      value: function write(chunk, encoding, cb) {
+        const done = typeof encoding === 'function' ? encoding : cb;
+        if (!lateWrite(chunk, encoding)) {
+          // A callback runs in Node's after-write tick: the reply waits for it.
+          if (typeof done === 'function' && done !== consoleWriteCallbacks[0] && done !== consoleWriteCallbacks[1] &&
+              current !== null && ownerNow() === current.count) current.soon = true;
+          return ReflectApply(originalWrite, this, arguments);
+        }
+        if (typeof done === 'function') ReflectApply(nextTick, proc, [done, null]);
+        return true;
+      },
+      writable: true, configurable: true, enumerable: false,
+    });
+  }
+}
 
 // display(value): sends a non-main result {"text/plain": util.inspect(value)}
 // (a string is shown as-is) at once, as a display message of the current run;
 // display(bundle, {raw: true}) sends the given MIME bundle, e.g.
-// display({'text/html': '<b>x</b>'}, {raw: true}). Outside a run (a timer
-// firing after the run finished) it is dropped.
+// display({'text/html': '<b>x</b>'}, {raw: true}). Called by the callback of a run
+// that has answered already, it is dropped (and counted, see lateNote).
 function display(value, options) {
   let bundle;
   if (options && options.raw && value !== null && typeof value === 'object') {
@@ -336,12 +589,18 @@ function display(value, options) {
     bundle = { 'text/plain': typeof value === 'string' ? value : inspect(value) };
   }
   bundle.isMainResult = false;
+  const owner = ownerNow();
+  if (isLate(owner)) {
+    late.displays += 1;
+    noteLateRun(owner);
+    return;
+  }
   const run = current;
-  if (run === null || run.finished) return;
+  if (run === null) return;
   limitBundle(bundle, run);
   // Writes to stdout and stderr are synchronous (blocking pipes): what the cell
   // printed before is in the pipes already.
-  if (run !== null && !run.finished) sendLine(displayLine(run.id, bundle));
+  if (current === run) sendLine(displayLine(run.id, bundle));
 }
 
 for (const [name, value] of [
@@ -530,10 +789,14 @@ function whenFlushed(cb) {
   setTimeoutCaptured(whenFlushed, 1, cb);
 }
 
-function send(run, reply) {
+// Answers run: the note of what was dropped while it ran (see lateNote), then the reply.
+function send(run) {
   if (current !== run) return; // already answered
+  const note = takeLateNote();
+  if (note !== null) writeStderr(note);
   current = null;
-  sendLine(reply);
+  const error = run.error;
+  sendLine(replyLine(run.id, error === null, run.count, error === null ? run.main : null, error, run.dropped));
   proc.nextTick(pump);
 }
 
@@ -585,32 +848,52 @@ function finish(run, value, err, hasError) {
   restoreEnvs(run.savedEnvs);
   let error = null;
   let main = null;
-  if (hasError) {
-    error = isInterrupt(err) ? interruptedError() : formatError(err);
-  } else {
-    const rejected = rejection(value);
-    if (rejected !== null) {
-      error = isInterrupt(rejected.reason) ? interruptedError() : formatError(rejected.reason);
+  // Formatting the error or the result can run the user's code (getters, inspect.custom).
+  const outer = syncOwner;
+  syncOwner = run.count;
+  try {
+    if (hasError) {
+      error = isInterrupt(err) ? interruptedError() : formatError(err);
     } else {
-      try {
-        main = mainResult(value, run);
-      } catch (e) {
-        error = formatError(e);
+      const rejected = rejection(value);
+      if (rejected !== null) {
+        error = isInterrupt(rejected.reason) ? interruptedError() : formatError(rejected.reason);
+      } else {
+        try {
+          main = mainResult(value, run);
+        } catch (e) {
+          error = formatError(e);
+        }
       }
     }
+  } finally {
+    syncOwner = outer;
   }
-  const reply = replyLine(run.id, error === null, run.count, error === null ? main : null, error, run.dropped);
-  // The reply comes after the run's output (docs/internals.md section 4): output
-  // still queued would otherwise be captured as the next run's. An interrupted run
-  // answers at once, and an interrupt while the output drains cuts the wait short:
-  // the deadline has passed, and a flood of background output must not outlast it.
+  run.error = error;
+  run.main = main;
+  // An interrupted run answers at once (the deadline has passed).
   if (hasError && isInterrupt(err)) {
-    send(run, reply);
+    send(run);
     return;
   }
-  run.interrupt = () => send(run, reply);
+  run.interrupt = () => send(run);
+  // The reply waits for what the run's code set to run at once: its promise reactions
+  // and nextTicks, the unhandled rejections Node reports after them, and the immediates
+  // it queued before it ended. Their output is this run's, not late output. A cell
+  // that queued none of these (own() marks run.soon) answers now; one that awaited
+  // always waits.
+  if (run.soon || !run.sync) setImmediateCaptured(settle, run);
+  else settle(run);
+}
+
+// The reply comes after the run's output (docs/internals.md section 4): output still
+// queued would otherwise be captured as the next run's. An interrupt while the output
+// drains cuts the wait short: the deadline has passed, and a flood of background output
+// must not outlast it.
+function settle(run) {
+  if (current !== run) return;
   if (unflushedBytes() !== 0) watchForInterrupt(run);
-  whenFlushed(() => send(run, reply));
+  whenFlushed(() => send(run));
 }
 
 function execute(req) {
@@ -618,17 +901,29 @@ function execute(req) {
   const run = {
     id: req.id, count: executionCount, interrupt: null, finished: false, watched: false, savedEnvs: [],
     limit: req.resultLimitBytes === undefined || req.resultLimitBytes === null ? null : req.resultLimitBytes,
-    dropped: 0,
+    dropped: 0, error: null, main: null, soon: false, sync: true,
   };
   current = run;
   // A SIGINT meant for the previous run (its deadline passed as it answered)
   // must not stop this one.
   takePendingInterrupt();
+  // What earlier runs' callbacks did while no run was in progress is said first.
+  const note = takeLateNote();
+  if (note !== null) writeStderr(note);
+  // No promise reaction runs here (requests are taken from I/O and nextTick
+  // callbacks); a reaction that never saw its end (interrupted) leaves nothing behind.
+  reactionDepth = 0;
+  reactionOwner = 0;
   const filename = `<cell-${run.count}>`;
   let outcome;
   try {
     if (req.envs !== undefined) setEnvs(req.envs, run.savedEnvs);
-    outcome = runCell(req.code, filename);
+    syncOwner = run.count;
+    try {
+      outcome = runCell(req.code, filename);
+    } finally {
+      syncOwner = 0;
+    }
   } catch (err) {
     finish(run, undefined, err, true);
     return;
@@ -637,6 +932,7 @@ function execute(req) {
     finish(run, outcome.value, undefined, false);
     return;
   }
+  run.sync = false;
   run.interrupt = () => finish(run, undefined, { code: 'ERR_SCRIPT_EXECUTION_INTERRUPTED' }, true);
   watchForInterrupt(run);
   ReflectApply(PromiseThen, outcome.promise, [
@@ -691,11 +987,23 @@ function watchForInterrupt(run) {
   setTimeoutCaptured(poll, INTERRUPT_POLL_MS);
 }
 
-// Errors escaping from the user's asynchronous work must not kill the driver.
+// Errors escaping from the user's asynchronous work must not kill the driver. One
+// from a callback of a run that has answered is not this run's: it is counted for
+// the note (lateNote), by its one-line summary.
 proc.on('uncaughtException', (err) => {
+  const owner = ownerNow();
+  if (isLate(owner)) {
+    noteLateError(owner, 'uncaught exception', err);
+    return;
+  }
   writeStderr(`Uncaught ${formatError(err).traceback}`);
 });
-proc.on('unhandledRejection', (reason) => {
+proc.on('unhandledRejection', (reason, promise) => {
+  const owner = ownerOf(promise);
+  if (isLate(owner)) {
+    noteLateError(owner, 'unhandled rejection', reason);
+    return;
+  }
   const f = formatError(reason);
   // A thrown non-Error's traceback is "Uncaught <value>" already.
   const tb = ReflectApply(StringStartsWith, f.traceback, ['Uncaught ']) ? ReflectApply(StringSlice, f.traceback, [9]) : f.traceback;

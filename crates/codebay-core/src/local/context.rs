@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::accounting::{ContextCounters, Events, Snapshot};
-use super::interpreter::{random_id, Exchange, Interpreter, RunEnd, RunOutcome, Stop};
+use super::interpreter::{random_id, Exchange, IdleRead, Interpreter, RunEnd, RunOutcome, Stop};
 use super::sandbox::Sandbox;
 use crate::options::MIB;
 
@@ -24,6 +24,13 @@ const IDLE_KILL_SETTLES_WITHIN: std::time::Duration = std::time::Duration::from_
 /// How long an interpreter gets to reap the children killed after a process-limit
 /// hit (Node does at once; Python's subprocess only when it polls them).
 const CHILDREN_REAPED_WITHIN: std::time::Duration = std::time::Duration::from_millis(100);
+/// Output written while no run is in progress is read (and dropped) at most this fast,
+/// this much per window: a background `yes` must not keep a host thread copying. Past
+/// it the writer waits on the full pipe, as it did before the reading.
+const IDLE_READ_WINDOW: std::time::Duration = std::time::Duration::from_millis(100);
+const IDLE_READ_PER_WINDOW: usize = 256 * 1024;
+/// What a run's start takes from the pipes at most, as written before its request.
+const IDLE_DRAIN_AT_START: usize = 1024 * 1024;
 
 /// What every context of a session shares.
 pub struct Shared {
@@ -140,6 +147,8 @@ impl ContextHandle {
             counted: None,
             killed_while_idle: false,
             lost_while_idle: None,
+            idle_dropped: 0,
+            idle_window: (Instant::now(), 0),
             gate: gate.clone(),
         };
         let result_limit = shared.output_cap as u64;
@@ -252,6 +261,11 @@ struct ContextTask {
     killed_while_idle: bool,
     /// Why the previous interpreter died while no run was in progress, for the next run.
     lost_while_idle: Option<String>,
+    /// Bytes the interpreter wrote to stdout/stderr while no run was in progress (by a
+    /// process or thread an earlier run started): dropped, and said to the next run.
+    idle_dropped: u64,
+    /// The current window of idle reading: when it began, how much it has read.
+    idle_window: (Instant, usize),
     gate: Arc<Gate>,
 }
 
@@ -268,7 +282,9 @@ impl ContextTask {
                         .map(|(i, _)| i.request.clone());
                 }
             }
-            let Some(job) = queue.recv().await else { break };
+            let Some(job) = self.next_job(&mut queue).await else {
+                break;
+            };
             {
                 let mut gate = self.gate.0.lock().expect("gate lock");
                 gate.idle_writer = None;
@@ -300,6 +316,55 @@ impl ContextTask {
             }
         }
         self.stop_interpreter().await;
+    }
+
+    /// Waits for the next job. Meanwhile the interpreter's output is read: it belongs to
+    /// no run (an earlier run's background process or thread wrote it), so it is dropped
+    /// and counted — unless a caller has written its request into the pipe already, when
+    /// it may be that run's own, and is kept for it.
+    async fn next_job(&mut self, queue: &mut mpsc::UnboundedReceiver<Job>) -> Option<Job> {
+        if let Some((interpreter, _)) = &mut self.interpreter {
+            // Kept for a run that did not come (a control job took the idle writer).
+            self.idle_dropped += interpreter.drop_carried();
+        }
+        loop {
+            let reading = self
+                .interpreter
+                .as_ref()
+                .is_some_and(|(i, _)| i.can_write_between_runs());
+            let (window_start, read) = self.idle_window;
+            let paused_until =
+                (read >= IDLE_READ_PER_WINDOW).then_some(window_start + IDLE_READ_WINDOW);
+            let interpreter = self.interpreter.as_mut().map(|(i, _)| i);
+            tokio::select! {
+                biased;
+                job = queue.recv() => return job,
+                read = async { interpreter.expect("reading").read_idle().await }, if reading && paused_until.is_none() => {
+                    self.took_idle_output(read)
+                }
+                _ = tokio::time::sleep_until(paused_until.unwrap_or_else(Instant::now)), if reading && paused_until.is_some() => {
+                    self.idle_window = (Instant::now(), 0);
+                }
+            }
+        }
+    }
+
+    fn took_idle_output(&mut self, read: IdleRead) {
+        let now = Instant::now();
+        if now >= self.idle_window.0 + IDLE_READ_WINDOW {
+            self.idle_window = (now, 0);
+        }
+        self.idle_window.1 += read.len;
+        // Taken under the gate: while the idle writer is there, no request was written.
+        let requested = self.gate.0.lock().expect("gate lock").idle_writer.is_none();
+        let Some((interpreter, _)) = &mut self.interpreter else {
+            return;
+        };
+        if requested {
+            interpreter.carry(&read);
+        } else {
+            self.idle_dropped += read.len as u64;
+        }
     }
 
     async fn run(
@@ -357,12 +422,27 @@ impl ContextTask {
             exchange.written = 0;
             exchange.started = None;
         }
-        // Said first, so that the run's own output reads after it.
-        let notice = self.lost_while_idle.take().map(|why| {
-            format!("[codebay] The {} interpreter of this context {why} while no run was in progress; its state was lost and this run started a fresh interpreter.\n", self.info.language)
-        });
-        if let (Some(notice), Some(sink)) = (&notice, &exchange.sink) {
-            sink.stderr(notice, crate::session::now_ns());
+        let (interpreter, _) = self.interpreter.as_mut().expect("just ensured");
+        if exchange.written == 0 {
+            // None of this run is in the pipes: what they hold was written before it.
+            self.idle_dropped += interpreter.drop_carried();
+            if interpreter.can_write_between_runs() {
+                self.idle_dropped += interpreter.drain_idle(IDLE_DRAIN_AT_START);
+            }
+        }
+        self.idle_window = (Instant::now(), 0);
+        // Said first, so that the run's own output reads after them.
+        let mut notices = Vec::new();
+        if let Some(why) = self.lost_while_idle.take() {
+            notices.push(format!("[codebay] The {} interpreter of this context {why} while no run was in progress; its state was lost and this run started a fresh interpreter.\n", self.info.language));
+        }
+        if self.idle_dropped > 0 {
+            notices.push(format!("[codebay] {} bytes of output written while no run was in progress (by a process or thread an earlier run started) were dropped.\n", std::mem::take(&mut self.idle_dropped)));
+        }
+        if let Some(sink) = &exchange.sink {
+            for notice in &notices {
+                sink.stderr(notice, crate::session::now_ns());
+            }
         }
         let (interpreter, counters) = self.interpreter.as_mut().expect("just ensured");
         // Read when the run began (by `take_idle_events`, or at the interpreter's start).
@@ -377,9 +457,7 @@ impl ContextTask {
             kept = self.clear_children().await;
         }
         let mut report = self.describe(timeout_s, outcome, events, kept);
-        if let Some(notice) = notice {
-            report.output.stderr.insert(0, notice);
-        }
+        report.output.stderr.splice(0..0, notices);
         if !kept {
             self.stop_interpreter().await;
         }

@@ -101,8 +101,20 @@ pub struct Interpreter {
     /// ends, so this means the code closed the interpreter's fd 1 or 2: its output
     /// would be lost from then on, silently.
     closed_streams: [bool; 2],
+    /// Whether a run has begun on this interpreter. What it writes before its first run
+    /// (its start) is the first run's output; what it writes between runs is no run's.
+    has_run: bool,
+    /// Output read while no run was in progress, after the next run's request had been
+    /// written into the pipe already (so it may be that run's): that run's, first.
+    carried: [Vec<u8>; 2],
     /// False once the interpreter is known to be dead or unusable.
     pub alive: bool,
+}
+
+/// One read of the output pipes while no run is in progress: which stream, how many bytes.
+pub struct IdleRead {
+    pub stream: usize,
+    pub len: usize,
 }
 
 impl Interpreter {
@@ -120,6 +132,8 @@ impl Interpreter {
             reply_scanned: 0,
             buffers: Box::new([[0; READ_CHUNK]; 3]),
             closed_streams: [false; 2],
+            has_run: false,
+            carried: [Vec::new(), Vec::new()],
             alive: true,
         })
     }
@@ -146,6 +160,7 @@ impl Interpreter {
         gone: impl Future<Output = ()>,
     ) -> RunOutcome {
         let started = exchange.started.unwrap_or_else(Instant::now);
+        self.has_run = true;
         let (mut stdout, mut stderr) = match exchange.sink {
             Some(_) => (CappedOutput::streaming(cap), CappedOutput::streaming(cap)),
             None => (CappedOutput::collecting(cap), CappedOutput::collecting(cap)),
@@ -157,6 +172,13 @@ impl Interpreter {
             displays: &mut displays,
             sink: exchange.sink.as_deref(),
         };
+        let [out, err] = std::mem::take(&mut self.carried);
+        if !out.is_empty() {
+            streams.out(&out);
+        }
+        if !err.is_empty() {
+            streams.err(&err);
+        }
         let end = self
             .exchange(&exchange, started + exchange.timeout, &mut streams, gone)
             .await;
@@ -333,7 +355,8 @@ impl Interpreter {
     }
 
     /// What the interpreter wrote before replying is already in the pipes: take it
-    /// without waiting (a background process may keep writing; that is the next run's).
+    /// without waiting (what a background process writes later is no run's: the
+    /// context reads and drops it while it waits for the next run).
     fn drain(&mut self, streams: &mut Streams<'_>) {
         let pipes = [&self.stdout, &self.stderr];
         drain(
@@ -342,6 +365,63 @@ impl Interpreter {
             &mut self.buffers[0],
             streams,
         );
+    }
+
+    /// Whether output written now would belong to no run: a run has been served, and
+    /// the interpreter can still write (it is alive, a stream is open).
+    pub fn can_write_between_runs(&self) -> bool {
+        self.has_run && self.alive && self.closed_streams.contains(&false)
+    }
+
+    /// Waits for output while no run is in progress and reads one chunk of it (into a
+    /// buffer of this interpreter: then [`Self::carry`] keeps it or the caller drops it).
+    /// A stream at its end reads as 0 bytes and is marked closed, as during a run.
+    /// Cancel-safe: dropped before it completes, it has read nothing.
+    pub async fn read_idle(&mut self) -> IdleRead {
+        let [out_buf, err_buf, _] = &mut *self.buffers;
+        let (stream, n) = tokio::select! {
+            n = self.stdout.read(out_buf), if !self.closed_streams[0] => (0, n),
+            n = self.stderr.read(err_buf), if !self.closed_streams[1] => (1, n),
+            else => std::future::pending().await,
+        };
+        let len = match n {
+            Ok(0) | Err(_) => {
+                self.closed_streams[stream] = true;
+                0
+            }
+            Ok(n) => n,
+        };
+        IdleRead { stream, len }
+    }
+
+    /// Keeps what `read` read for the next run.
+    pub fn carry(&mut self, read: &IdleRead) {
+        let buf = &self.buffers[read.stream];
+        self.carried[read.stream].extend_from_slice(&buf[..read.len]);
+    }
+
+    /// Forgets what was kept for the next run; how many bytes that was.
+    pub fn drop_carried(&mut self) -> u64 {
+        let n = self.carried.iter().map(Vec::len).sum::<usize>();
+        self.carried = [Vec::new(), Vec::new()];
+        n as u64
+    }
+
+    /// Reads and drops what the pipes hold now, at most about `limit` bytes, without
+    /// waiting: output written while no run was in progress. How many bytes that was.
+    pub fn drain_idle(&mut self, limit: usize) -> u64 {
+        let mut total = 0;
+        let pipes = [&self.stdout, &self.stderr];
+        for (index, pipe) in pipes.into_iter().enumerate() {
+            while !self.closed_streams[index] && total < limit {
+                match pipe.try_read(&mut self.buffers[0]) {
+                    Ok(0) => self.closed_streams[index] = true,
+                    Ok(n) => total += n,
+                    Err(_) => break,
+                }
+            }
+        }
+        total as u64
     }
 
     /// Signals through the pidfd, which names exactly this process even if its pid
