@@ -27,14 +27,24 @@ pub const MAX_IDLE_SANDBOXES: usize = 4;
 /// A pooled sandbox unused for this long is closed.
 pub const IDLE_EXPIRY: Duration = Duration::from_secs(300);
 
-#[derive(Default)]
-struct Shelf {
-    ready: Vec<(LocalSession, Instant)>,
+/// One option set's idle sandboxes (`S`: a session; anything in the unit tests).
+struct Shelf<S = LocalSession> {
+    ready: Vec<(S, Instant)>,
     /// A refill task is running for this shelf: one is enough.
     refilling: bool,
     /// The last `create()` for these options: the least recently used shelf gives
     /// up its sandboxes first.
     used: Option<Instant>,
+}
+
+impl<S> Default for Shelf<S> {
+    fn default() -> Self {
+        Shelf {
+            ready: Vec::new(),
+            refilling: false,
+            used: None,
+        }
+    }
 }
 
 type Key = String;
@@ -60,13 +70,13 @@ fn close_later(sessions: Vec<LocalSession>) {
     }
 }
 
-/// Takes out what expired; the caller closes it.
-fn take_expired(shelves: &mut HashMap<Key, Shelf>) -> Vec<LocalSession> {
+/// Takes out what has been idle for [`IDLE_EXPIRY`] at `now`; the caller closes it.
+fn take_expired<S>(shelves: &mut HashMap<Key, Shelf<S>>, now: Instant) -> Vec<S> {
     let mut expired = Vec::new();
     for shelf in shelves.values_mut() {
         let (old, fresh): (Vec<_>, Vec<_>) = std::mem::take(&mut shelf.ready)
             .into_iter()
-            .partition(|(_, since)| since.elapsed() >= IDLE_EXPIRY);
+            .partition(|(_, since)| now.duration_since(*since) >= IDLE_EXPIRY);
         shelf.ready = fresh;
         expired.extend(old.into_iter().map(|(s, _)| s));
     }
@@ -81,7 +91,8 @@ fn start_expiry() {
         tokio::spawn(async {
             loop {
                 tokio::time::sleep(IDLE_EXPIRY / 5).await;
-                let expired = take_expired(&mut shelves().lock().expect("pool lock"));
+                let expired =
+                    take_expired(&mut shelves().lock().expect("pool lock"), Instant::now());
                 close_later(expired);
             }
         });
@@ -103,7 +114,7 @@ pub async fn acquire(
     let taken = loop {
         let (next, expired) = {
             let mut shelves = shelves().lock().expect("pool lock");
-            let expired = take_expired(&mut shelves);
+            let expired = take_expired(&mut shelves, Instant::now());
             let shelf = shelves.entry(key.clone()).or_default();
             shelf.used = Some(Instant::now());
             (shelf.ready.pop().map(|(s, _)| s), expired)
@@ -137,7 +148,7 @@ async fn build(
 /// Makes room for one more idle sandbox on `key`'s shelf: at the cap, the least
 /// recently used other shelf gives one up. False when there is no room (every idle
 /// sandbox is this shelf's, or its options were used last).
-fn make_room(shelves: &mut HashMap<Key, Shelf>, key: &Key) -> (bool, Option<LocalSession>) {
+fn make_room<S>(shelves: &mut HashMap<Key, Shelf<S>>, key: &Key) -> (bool, Option<S>) {
     let total: usize = shelves.values().map(|s| s.ready.len()).sum();
     if total < MAX_IDLE_SANDBOXES {
         return (true, None);
@@ -231,4 +242,54 @@ pub async fn drain() -> usize {
         session.close().await;
     }
     count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shelf(ready: &[(u32, Instant)], used: Instant) -> Shelf<u32> {
+        Shelf {
+            ready: ready.to_vec(),
+            refilling: false,
+            used: Some(used),
+        }
+    }
+
+    #[test]
+    fn a_sandbox_idle_for_the_expiry_is_taken_out() {
+        let t0 = Instant::now();
+        let mut shelves = HashMap::from([
+            (
+                "a".to_string(),
+                shelf(&[(1, t0), (2, t0 + IDLE_EXPIRY / 2)], t0),
+            ),
+            ("b".to_string(), shelf(&[(3, t0 + IDLE_EXPIRY)], t0)),
+        ]);
+        assert!(take_expired(&mut shelves, t0 + IDLE_EXPIRY / 2).is_empty());
+        assert_eq!(take_expired(&mut shelves, t0 + IDLE_EXPIRY), vec![1]);
+        let mut later = take_expired(&mut shelves, t0 + IDLE_EXPIRY * 2);
+        later.sort();
+        assert_eq!(later, vec![2, 3]);
+        assert!(shelves.values().all(|s| s.ready.is_empty()));
+    }
+
+    #[test]
+    fn at_the_cap_the_least_recently_used_other_shelf_gives_up_its_oldest() {
+        let t0 = Instant::now();
+        let second = Duration::from_secs(1);
+        let mut shelves = HashMap::from([
+            ("old".to_string(), shelf(&[(1, t0), (2, t0)], t0)),
+            ("mid".to_string(), shelf(&[(3, t0)], t0 + second)),
+            ("new".to_string(), shelf(&[(4, t0)], t0 + 2 * second)),
+        ]);
+        assert_eq!(MAX_IDLE_SANDBOXES, 4);
+        assert_eq!(make_room(&mut shelves, &"new".to_string()), (true, Some(1)));
+        // Below the cap there is room without an eviction.
+        assert_eq!(make_room(&mut shelves, &"new".to_string()), (true, None));
+        shelves.get_mut("new").unwrap().ready.push((5, t0));
+        // The least recently used shelf may not take from one used after it.
+        assert_eq!(make_room(&mut shelves, &"old".to_string()), (false, None));
+        assert_eq!(make_room(&mut shelves, &"mid".to_string()), (true, Some(2)));
+    }
 }
