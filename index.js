@@ -836,6 +836,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.Code = nativeBinding.Code
+module.exports.Files = nativeBinding.Files
 module.exports.LocalSession = nativeBinding.LocalSession
 module.exports.OutputMessage = nativeBinding.OutputMessage
 module.exports.supportedLanguages = nativeBinding.supportedLanguages

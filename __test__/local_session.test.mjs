@@ -89,7 +89,8 @@ describe('a local session runs Python and JavaScript', () => {
     assert.deepEqual(r.results, [{ text: "[1, 'a']", isMainResult: true }])
     r = await ok(s, 'const o = { a: [1, "b"] }; o', 'javascript')
     assert.equal(r.result, "{ a: [ 1, 'b' ] }")
-    assert.deepEqual(r.results, [{ text: "{ a: [ 1, 'b' ] }", isMainResult: true }])
+    // A plain JSON-serialisable value is also application/json.
+    assert.deepEqual(r.results, [{ text: "{ a: [ 1, 'b' ] }", json: { a: [1, 'b'] }, isMainResult: true }])
     r = await ok(s, '"text"', 'python')
     assert.equal(r.result, "'text'")
     r = await ok(s, '"text"', 'javascript')

@@ -259,9 +259,11 @@ print(json.dumps(out))`
   const { json, raw } = await pyJson(main, py)
   assert.ok(!raw.includes(SECRET), 'canary env value visible inside (python)')
   assert.ok(!raw.includes(ENV_NAME), 'canary env name visible inside (python)')
-  // LD_LIBRARY_PATH: the library path of a shared Python build shown at /opt/python.
+  // LD_LIBRARY_PATH: the library path of a shared Python build shown at /opt/python;
+  // MPLBACKEND and MPLCONFIGDIR: matplotlib without a display, its cache in /tmp.
   const { LD_LIBRARY_PATH: libraryPath, ...environ } = json.environ
-  assert.deepEqual(Object.keys(environ).sort(), ['HOME', 'LANG', 'PATH', 'PYTHONUNBUFFERED'])
+  assert.deepEqual(Object.keys(environ).sort(), ['HOME', 'LANG', 'MPLBACKEND', 'MPLCONFIGDIR', 'PATH', 'PYTHONUNBUFFERED'])
+  assert.deepEqual([environ.MPLBACKEND, environ.MPLCONFIGDIR], ['agg', '/tmp/matplotlib'])
   if (libraryPath !== undefined) assert.equal(libraryPath, '/opt/python/lib')
   // init's environment (inherited from the helper) must be out of reach.
   if (json.procs['1/environ'] !== undefined) assert.match(json.procs['1/environ'], /^ERR:|^$/)

@@ -1,4 +1,4 @@
-// The benchmark of issues 4, 7 and 8: `npm run bench` (node --no-node-snapshot bench/run.mjs).
+// The benchmark of issues 4, 7, 8 and 9: `npm run bench` (node --no-node-snapshot bench/run.mjs).
 //
 // Prints one markdown table on stdout, every codebay figure next to the baselines
 // measured in the same run, and a Target column computed from the measured ratios.
@@ -356,6 +356,40 @@ async function measurePromises(LocalSession) {
   }
 }
 
+async function measurePreload(LocalSession) {
+  // Row 10: the first pandas run in a new session, with the `preload` option and without.
+  const code = "import pandas as pd; pd.DataFrame({'a':[1]})"
+  const kinds = { plain: {}, preloaded: { preload: { python: ['pandas'] } } }
+  const iterations = n(8, 3)
+  log(`codebay: ${iterations} × create() + first \`${code}\`, pooled, with and without preload (alternating)`)
+  const samples = { plain: { first: [], create: [] }, preloaded: { first: [], create: [] } }
+  const cycle = async (kind) => {
+    const t0 = now()
+    const s = await LocalSession.create(kinds[kind])
+    const t1 = now()
+    try {
+      const r = expectOk(await s.code.runCode(code, 'python'), `first pandas run (${kind})`)
+      if (!/a\s+0\s+1/.test(r.result)) throw new Error(`the DataFrame printed ${JSON.stringify(r.result)}`)
+      return { create: t1 - t0, first: now() - t1 }
+    } finally {
+      await s.close()
+    }
+  }
+  for (const kind of Object.keys(kinds)) await cycle(kind) // the shelves exist and fill
+  for (let i = 0; i < iterations; i++) {
+    for (const kind of Object.keys(kinds)) {
+      await sleep(2000) // not timed: the pool builds (and preloads) the next sandbox
+      const c = await cycle(kind)
+      samples[kind].first.push(c.first)
+      samples[kind].create.push(c.create)
+    }
+  }
+  for (const kind of Object.keys(kinds)) {
+    M[`pandas_${kind}`] = { ...stats(samples[kind].first), create: stats(samples[kind].create) }
+  }
+  await LocalSession.drainPool() // the preloaded sandboxes hold pandas: free them now
+}
+
 // ---------------------------------------------------------------------------
 // Main
 
@@ -381,7 +415,7 @@ async function main() {
   }
   await measureChildren(codebayError)
   const errors = {} // per section: why it could not be measured
-  for (const [name, fn] of [['warm', measureWarm], ['throughput', measureThroughput], ['create', measureCreate], ['overshoot', measureOvershoot], ['lag', measureLag], ['promises', measurePromises]]) {
+  for (const [name, fn] of [['warm', measureWarm], ['throughput', measureThroughput], ['create', measureCreate], ['overshoot', measureOvershoot], ['lag', measureLag], ['promises', measurePromises], ['preload', measurePreload]]) {
     if (!codebay) {
       errors[name] = codebayError
       continue
@@ -585,6 +619,24 @@ async function main() {
     skipped('9', 'promise-heavy JavaScript', errors.promises)
   }
 
+  // ---- Row 10: preloaded modules
+  const plain = M.pandas_plain
+  const preloaded = M.pandas_preloaded
+  if (plain && preloaded) {
+    const r = preloaded.p50 / plain.p50
+    row('10', '**codebay** first `import pandas as pd; pd.DataFrame({\'a\':[1]})` in a new session, `create({ preload: { python: [\'pandas\'] } })` (pooled)', {
+      ...latency(preloaded),
+      other: `${preloaded.n} sessions, alternating with the row below; \`create()\` p50 ${ms(preloaded.create.p50)}`,
+      target: target('≤ 0.1× without preload', r, r <= 0.1),
+    })
+    row('10', '↳ the same without `preload` (pooled)', {
+      ...latency(plain),
+      other: `${plain.n} sessions; \`create()\` p50 ${ms(plain.create.p50)}`,
+    })
+  } else {
+    skipped('10', 'first pandas run with and without preload', errors.preload)
+  }
+
   // ---- Print
   const esc = (s) => String(s).replace(/\|/g, '\\|')
   const lines = [
@@ -596,7 +648,7 @@ async function main() {
   const kernel = os.release()
   const cpu = os.cpus()[0]?.model?.trim() || 'unknown cpu'
   process.stdout.write([
-    `codebay benchmark (issues 4, 7, 8), ${new Date().toISOString()}, commit ${gitRev()}`,
+    `codebay benchmark (issues 4, 7, 8, 9), ${new Date().toISOString()}, commit ${gitRev()}`,
     `machine: nproc ${os.availableParallelism?.() ?? os.cpus().length} (${cpu}), Linux ${kernel}, node ${process.version}, python ${pyInfo.version} (${realPython}), bwrap ${bwrap ? 'yes' : 'no'}`,
     '',
     ...lines,

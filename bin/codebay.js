@@ -7,18 +7,29 @@ const fs = require('node:fs')
 const path = require('node:path')
 
 const USAGE = `Usage:
-  codebay run [--language LANG] (--code CODE | FILE | -) [--timeout S] [--json] [--network]
+  codebay run [--language LANG] (--code CODE | FILE | -) [--timeout S] [--json]
+              [--out-dir DIR] [--network] [-- ARG...]
+  codebay --version
 
-Runs the code in a fresh local sandbox and prints what it printed.
+Runs the code in a fresh local sandbox; its output streams to this terminal as it
+is written, then the value of its last expression is printed.
   --language, -l  python (py, python3) or javascript (js, node, nodejs);
                   taken from FILE's extension when not given
   --code, -c      the code itself
   FILE            a file with the code; '-' reads the code from standard input
   --timeout, -t   seconds before the run is stopped (default 60)
-  --json          print the whole CodeExecutionResult as JSON instead
+  --json          print the whole CodeExecutionResult as JSON instead (no streaming)
+  --out-dir, -o   write the run's images to DIR (result-1.png, result-2.svg, ...)
+                  and print their paths
   --network       give the sandbox the host's network (off by default)
+  -- ARG...       the code's arguments: sys.argv[1:] in Python (sys.argv[0] is
+                  FILE, '-' or '-c'), process.argv.slice(2) in JavaScript
+  --version       print codebay's version
 
 Exit status: 0 when the code ran cleanly, 1 when it failed, 2 on a usage error.`
+
+/** The image fields of a result item, and the extension each is written with. */
+const IMAGES = [['png', 'png', 'base64'], ['jpeg', 'jpg', 'base64'], ['svg', 'svg', 'utf8']]
 
 /** The language of a file, from the engine's runtime registry (its extensions). */
 function languageOfFile(file) {
@@ -36,21 +47,29 @@ function parse(argv) {
       args: argv,
       allowPositionals: true,
       strict: true,
+      tokens: true,
       options: {
         language: { type: 'string', short: 'l' },
         code: { type: 'string', short: 'c' },
         timeout: { type: 'string', short: 't' },
         json: { type: 'boolean', default: false },
         network: { type: 'boolean', default: false },
+        'out-dir': { type: 'string', short: 'o' },
         help: { type: 'boolean', short: 'h', default: false },
+        version: { type: 'boolean', default: false },
       },
     })
   } catch (err) {
     throw new UsageError(err.message)
   }
-  const { values, positionals } = parsed
+  const { values, tokens } = parsed
   if (values.help) return { help: true }
-  const [command, ...rest] = positionals
+  if (values.version) return { version: true }
+  // What follows `--` is the code's, never ours.
+  const terminator = tokens.find((t) => t.kind === 'option-terminator')
+  const ours = tokens.filter((t) => t.kind === 'positional' && (!terminator || t.index < terminator.index)).map((t) => t.value)
+  const codeArgs = terminator ? argv.slice(terminator.index + 1) : []
+  const [command, ...rest] = ours
   if (command !== 'run') throw new UsageError(command ? `unknown command '${command}'` : 'no command given')
   if (rest.length > 1) throw new UsageError(`expected one FILE, got ${rest.length}`)
   const file = rest[0]
@@ -63,6 +82,8 @@ function parse(argv) {
     language = fromExtension
   }
   let timeoutS
+  const outDir = values['out-dir']
+  if (outDir === '') throw new UsageError('--out-dir needs a directory')
   if (values.timeout !== undefined) {
     timeoutS = Number(values.timeout)
     if (!Number.isFinite(timeoutS) || timeoutS <= 0) throw new UsageError(`--timeout must be a number of seconds > 0, got '${values.timeout}'`)
@@ -75,7 +96,71 @@ function parse(argv) {
       throw new UsageError(`cannot read ${file === '-' ? 'standard input' : file}: ${err.message}`)
     }
   }
-  return { code, language, timeoutS, json: values.json, network: values.network }
+  const script = values.code !== undefined ? '-c' : file
+  return { code, language, timeoutS, json: values.json, network: values.network, outDir, script, codeArgs, passArgs: terminator !== undefined }
+}
+
+/**
+ * A run before the user's, in the same context, that gives the code its arguments: a
+ * run of its own, so that the user's line numbers do not move. Python's takes back the
+ * execution count it used (the driver's `_State.count`, as `preload` does), so the
+ * user's code is still `<cell-1>`; JavaScript's cannot, so it is made only when
+ * arguments were given (`--`), and then the user's code is `<cell-2>`.
+ */
+function argvSetup(language, script, codeArgs, passArgs) {
+  if (language === 'python') {
+    return [
+      'def __codebay_argv(argv):',
+      '    import sys',
+      '    sys.argv = argv',
+      '    frame = sys._getframe(1)',
+      '    while frame is not None:',
+      "        state = frame.f_globals.get('_State')",
+      "        if frame.f_globals is not globals() and isinstance(getattr(state, 'count', None), int):",
+      '            state.count -= 1',
+      '            break',
+      '        frame = frame.f_back',
+      'try:',
+      `    __codebay_argv(${JSON.stringify([script, ...codeArgs])})`,
+      'finally:',
+      '    del __codebay_argv',
+      '',
+    ].join('\n')
+  }
+  if (language === 'javascript' && passArgs) {
+    return `void (process.argv = [process.argv[0], ...${JSON.stringify([script, ...codeArgs])}])`
+  }
+  return null
+}
+
+/**
+ * `mkdir -p`. Not fs.mkdirSync's `recursive`: in Node 20 that loops forever where mkdir
+ * answers ENOENT under a parent that exists (e.g. under /proc).
+ */
+function makeDirectory(dir) {
+  try {
+    fs.mkdirSync(dir)
+  } catch (err) {
+    if (err.code === 'EEXIST' && fs.statSync(dir).isDirectory()) return
+    if (err.code !== 'ENOENT' || path.dirname(dir) === dir) throw err
+    makeDirectory(path.dirname(dir))
+    fs.mkdirSync(dir)
+  }
+}
+
+/** Writes the run's images into `dir` as result-1.png, result-2.svg, ...; their paths. */
+function writeImages(result, dir) {
+  const written = []
+  for (const item of result.results ?? []) {
+    for (const [field, extension, encoding] of IMAGES) {
+      if (typeof item[field] !== 'string' || item[field] === '') continue
+      if (written.length === 0) makeDirectory(path.resolve(dir))
+      const file = path.join(dir, `result-${written.length + 1}.${extension}`)
+      fs.writeFileSync(file, Buffer.from(item[field], encoding))
+      written.push(file)
+    }
+  }
+  return written
 }
 
 async function main() {
@@ -91,18 +176,36 @@ async function main() {
     process.stdout.write(`${USAGE}\n`)
     return 0
   }
+  if (args.version) {
+    process.stdout.write(`${require('../package.json').version}\n`)
+    return 0
+  }
   const { LocalSession } = require('../index.js')
   let session
   try {
-    session = await LocalSession.create({ network: args.network })
+    session = await LocalSession.create({ network: args.network, poolSize: 0 })
   } catch (err) {
     process.stderr.write(`codebay: ${err.message}\n`)
     return 1
   }
   try {
     let result
+    // The output goes to the terminal as it is written; --json prints only the JSON.
+    const streaming = args.json ? {} : {
+      onStdout: (message) => { process.stdout.write(message.line) },
+      onStderr: (message) => { process.stderr.write(message.line) },
+    }
     try {
-      result = await session.code.runCode(args.code, args.language, args.timeoutS)
+      const language = supportedLanguage(args.language)
+      const setup = argvSetup(language, args.script, args.codeArgs, args.passArgs)
+      if (setup !== null) {
+        const r = await session.code.runCode(setup, language, 30)
+        if (!r.success) {
+          process.stderr.write(`codebay: could not give the code its arguments: ${r.errorMessage}\n`)
+          return 1
+        }
+      }
+      result = await session.code.runCode(args.code, args.language, args.timeoutS, streaming)
     } catch (err) {
       // Only a usage problem rejects runCode (an unsupported language).
       process.stderr.write(`codebay: ${err.message}\n\n${USAGE}\n`)
@@ -113,15 +216,31 @@ async function main() {
     } else {
       report(result)
     }
+    if (args.outDir !== undefined) {
+      let images
+      try {
+        images = writeImages(result, args.outDir)
+      } catch (err) {
+        process.stderr.write(`codebay: cannot write the images to ${args.outDir}: ${err.message}\n`)
+        return 1
+      }
+      if (!args.json) for (const file of images) process.stdout.write(`${file}\n`)
+    }
     return result.success ? 0 : 1
   } finally {
     await session.close()
   }
 }
 
+/** The canonical name of a language the user gave, or the name as given (runCode then refuses it). */
+function supportedLanguage(given) {
+  const { supportedLanguages } = require('../index.js')
+  const wanted = given.trim().toLowerCase()
+  return supportedLanguages().find((l) => l.name === wanted || l.aliases.includes(wanted))?.name ?? given
+}
+
+/** What follows the streamed output: the main result, then the error. */
 function report(result) {
-  for (const chunk of result.logs?.stdout ?? []) process.stdout.write(chunk)
-  for (const chunk of result.logs?.stderr ?? []) process.stderr.write(chunk)
   const main = result.results?.find((item) => item.isMainResult && item.text !== undefined)
   if (main) process.stdout.write(`${main.text}\n`)
   if (result.error) {

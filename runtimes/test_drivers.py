@@ -952,6 +952,171 @@ class JavaScriptDriverTest(_DriverTest, unittest.TestCase):
         self.assertEqual(self.d.output(0.02)[1], b'Uncaught (in promise) 42\n')
 
 
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
+def png_size(b64):
+    """(width, height) from a base64 PNG's IHDR chunk; asserts it is a PNG."""
+    import base64
+    import struct
+    data = base64.b64decode(b64)
+    assert data[:8] == PNG_SIGNATURE and data[12:16] == b'IHDR', data[:16]
+    return struct.unpack('>II', data[16:24])
+
+
+class PythonFiguresTest(unittest.TestCase):
+    """matplotlib in the Python driver, started with the engine's env for it (numpy,
+    pandas and matplotlib must be installed: .ci/run does it)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.mpl_dir = tempfile.mkdtemp(prefix='codebay-mpl-')
+        cls.d = Driver(PY_ARGV, {'MPLBACKEND': 'agg', 'MPLCONFIGDIR': cls.mpl_dir})
+        rep = cls.d.run('import matplotlib.pyplot as plt', timeout=120)
+        assert rep['ok'], rep
+
+    @classmethod
+    def tearDownClass(cls):
+        assert cls.d.close() == 0
+        shutil.rmtree(cls.mpl_dir, ignore_errors=True)
+
+    def setUp(self):
+        self.d.output()
+
+    def run_ok(self, code, limit=None):
+        rep = self.d.run(code, timeout=60, limit=limit)
+        self.assertTrue(rep['ok'], rep)
+        return rep
+
+    def test_show_displays_each_open_figure_once_and_closes_it(self):
+        rep = self.run_ok("plt.figure(figsize=(3, 2), dpi=20)\nplt.plot([1, 2])\nplt.figure(figsize=(1, 1), dpi=10)\n"
+                          "plt.bar(['a'], [1])\nplt.show()\nplt.show()\nlen(plt.get_fignums())")
+        bundles = [d['bundle'] for d in self.d.displays]
+        self.assertEqual([list(b) for b in bundles], [['text/plain', 'image/png', 'e2b/chart', 'isMainResult']] * 2)
+        self.assertEqual([b['text/plain'] for b in bundles], ['<Figure size 60x40 with 1 Axes>', '<Figure size 10x10 with 1 Axes>'])
+        self.assertEqual([png_size(b['image/png']) for b in bundles], [(60, 40), (10, 10)])
+        self.assertEqual([b['e2b/chart']['type'] for b in bundles], ['line', 'bar'])
+        self.assertEqual(main_text(rep), '0')
+        self.assertEqual(self.d.output(), (b'', b''))  # no "non-interactive" warning
+
+    def test_open_figures_come_at_the_end_once(self):
+        rep = self.run_ok("f1 = plt.figure(figsize=(1, 1), dpi=10); plt.plot([1])\n"
+                          "f2 = plt.figure(figsize=(2, 1), dpi=10); plt.plot([2])\ndisplay(f1)\n'x'")
+        # f1 (displayed by the code) is not shown again; f2 comes at the end; both are closed.
+        self.assertEqual([png_size(d['bundle']['image/png']) for d in self.d.displays], [(10, 10), (20, 10)])
+        self.assertEqual(main_text(rep), "'x'")
+        self.assertEqual(main_text(self.run_ok('plt.get_fignums()')), '[]')
+        self.assertEqual(self.d.displays, [])
+        # A figure as the last value is the main result (with its PNG and chart), and only that.
+        rep = self.run_ok('fig = plt.figure(figsize=(1, 1), dpi=10)\nplt.plot([1, 2])\nfig')
+        self.assertEqual(self.d.displays, [])
+        self.assertEqual(list(rep['mainResult']), ['text/plain', 'image/png', 'e2b/chart', 'isMainResult'])
+        # fig.show() shows that figure and closes it; plt.close'd figures are not shown.
+        self.run_ok("a = plt.figure(); plt.plot([1]); b = plt.figure(); plt.plot([2]); plt.close(b); a.show()\n"
+                    "len(plt.get_fignums())")
+        self.assertEqual(len(self.d.displays), 1)
+
+    def test_figures_of_a_run_that_raised_or_was_interrupted(self):
+        rep = self.d.run("plt.plot([1, 2])\nraise ValueError('x')")
+        self.assertEqual(rep['error']['name'], 'ValueError')
+        self.assertEqual(len(self.d.displays), 1)
+        self.d.send("plt.plot([1, 2])\nprint('go', flush=True)\nwhile True: pass")
+        self.d.wait_stdout(b'go')
+        self.d.interrupt()
+        rep = self.d.reply()
+        self.assertEqual(rep['error']['name'], 'KeyboardInterrupt')
+        self.assertEqual(self.d.displays, [])  # out of time: nothing is drawn
+        self.assertEqual(main_text(self.run_ok('plt.get_fignums()')), '[]')
+
+    def test_a_figure_that_cannot_be_drawn_keeps_its_text(self):
+        rep = self.run_ok("plt.plot([1, 2])\nplt.title(r'$\\frac{$')\nplt.show()\n1")
+        self.assertEqual([d['bundle'] for d in self.d.displays],
+                         [{'text/plain': '<Figure size 640x480 with 1 Axes>', 'isMainResult': False}])
+        self.assertEqual(main_text(rep), '1')
+        out, err = self.d.output()
+        self.assertTrue(err.startswith(b'[codebay] the figure could not be drawn: ValueError: '), err)
+        self.assertEqual(main_text(self.run_ok('plt.get_fignums()')), '[]')
+
+    def test_chart_data_over_the_result_limit_is_left_out_uncounted(self):
+        rep = self.run_ok('plt.plot(range(50000))\nplt.show()', limit=300_000)
+        [bundle] = [d['bundle'] for d in self.d.displays]
+        self.assertEqual(list(bundle), ['text/plain', 'image/png', 'isMainResult'])
+        self.assertEqual(png_size(bundle['image/png']), (640, 480))
+        self.assertNotIn('resultBytesDropped', rep)
+        self.run_ok('plt.plot(range(50))\nplt.show()', limit=300_000)
+        self.assertEqual(len(self.d.displays[0]['bundle']['e2b/chart']['elements'][0]['points']), 50)
+
+    def test_the_import_hook_leaves_modules_as_they_are(self):
+        rep = self.run_ok("import inspect, importlib, sys\nimport matplotlib.font_manager as fm\n"
+                          "[plt.show.__wrapped__.__module__, 'def plot' in inspect.getsource(plt.plot),\n"
+                          " importlib.reload(plt) is plt, plt.show.__name__, 'FONTCONFIG_FILE' in __import__('os').environ,\n"
+                          " type(fm.fontManager).__name__]")
+        self.assertEqual(main_text(rep), "['matplotlib.pyplot', True, True, 'pyplot_show', False, 'FontManager']")
+        self.run_ok('import pandas as pd\nax = pd.DataFrame({"a": [1, 3], "b": [2, 1]}).plot()\nplt.show()')
+        chart = self.d.displays[0]['bundle']['e2b/chart']
+        self.assertEqual([(e['label'], e['points']) for e in chart['elements']],
+                         [('a', [[0.0, 1.0], [1.0, 3.0]]), ('b', [[0.0, 2.0], [1.0, 1.0]])])
+
+    def test_pandas_series_and_dataframe_have_html(self):
+        rep = self.run_ok("import pandas as pd\ns = pd.Series([1, 2])\ndisplay(s)\npd.DataFrame({'a': [1]})")
+        self.assertEqual(list(self.d.displays[0]['bundle']), ['text/plain', 'text/html', 'isMainResult'])
+        self.assertIn('<table', self.d.displays[0]['bundle']['text/html'])
+        self.assertEqual(list(rep['mainResult']), ['text/plain', 'text/html', 'isMainResult'])
+        self.assertEqual(rep['mainResult']['text/plain'], '   a\n0  1')
+
+
+class JavaScriptDisplayTest(unittest.TestCase):
+    """display(value, mime) and the JSON of the last value, line by line."""
+
+    def setUp(self):
+        self.d = Driver(JS_ARGV)
+
+    def tearDown(self):
+        self.assertEqual(self.d.close(), 0)
+
+    def test_mime_types_and_their_names(self):
+        rep = self.d.run("display('<i>', 'text/html'); display('<i>', 'HTML'); display('# m', 'md');\n"
+                         "display('data:image/png;base64,iVBO\\nRw==', 'png'); display(new Uint8Array([0xff, 0xd8, 0xff]).buffer, 'jpg');\n"
+                         "display('[1, 2]', 'json'); display('not json', 'json'); display('t', 'text');\n"
+                         "display({mark: 'bar'}, 'application/vnd.vegalite.v5+json'); display(Buffer.from('<svg/>'), 'svg')")
+        self.assertTrue(rep['ok'], rep)
+        self.assertEqual([d['bundle'] for d in self.d.displays], [
+            {'text/plain': '', 'text/html': '<i>', 'isMainResult': False},
+            {'text/plain': '', 'text/html': '<i>', 'isMainResult': False},
+            {'text/plain': '', 'text/markdown': '# m', 'isMainResult': False},
+            {'text/plain': '', 'image/png': 'iVBORw==', 'isMainResult': False},
+            {'text/plain': '', 'image/jpeg': '/9j/', 'isMainResult': False},
+            {'text/plain': '', 'application/json': [1, 2], 'isMainResult': False},
+            {'text/plain': '', 'application/json': 'not json', 'isMainResult': False},
+            {'text/plain': 't', 'isMainResult': False},
+            {'text/plain': '', 'application/vnd.vegalite.v5+json': {'mark': 'bar'}, 'isMainResult': False},
+            {'text/plain': '', 'image/svg+xml': '<svg/>', 'isMainResult': False},
+        ])
+
+    def test_json_of_the_last_value(self):
+        rep = self.d.run("({ b: [true, null, 'é'], a: { n: -0.25 } })")
+        self.assertEqual(rep['mainResult']['application/json'], {'b': [True, None, 'é'], 'a': {'n': -0.25}})
+        for code in ("const p = new Proxy({}, {}); p", "({ toJSON() { return 1 } })", "class K {}; new K()",
+                     "[undefined]", "({ s: Symbol('x') })", "({ b: 1n })"):
+            rep = self.d.run(code)
+            self.assertNotIn('application/json', rep['mainResult'] or {}, code)
+        # Too deep, or too long for the result limit: left out, nothing counted.
+        rep = self.d.run("let d = 0; for (let i = 0; i < 120; i++) d = [d]; d")
+        self.assertEqual(list(rep['mainResult']), ['text/plain', 'isMainResult'])
+        rep = self.d.run('Array(1000).fill(1)', limit=1000)
+        self.assertEqual(list(rep['mainResult']), ['text/plain', 'isMainResult'])
+        self.assertNotIn('resultBytesDropped', rep)
+        rep = self.d.run('Array(10).fill(1)', limit=1000)
+        self.assertEqual(rep['mainResult']['application/json'], [1] * 10)
+
+    def test_display_of_an_ended_run_with_a_mime_type_is_dropped(self):
+        self.d.run("setTimeout(() => display('<b>late</b>', 'html'), 50); undefined")
+        time.sleep(0.2)
+        rep = self.d.run('1')
+        self.assertEqual((self.d.displays, main_text(rep)), ([], '1'))
+        self.assertEqual(self.d.output()[1], b"[codebay] 1 display result written by an earlier run's callbacks after "
+                                             b"it ended was dropped (run 1)\n")
+
 class FixtureTest(unittest.TestCase):
     """Both drivers write crates/codebay-protocol/tests/fixtures/driver.jsonl byte for byte."""
 

@@ -41,41 +41,7 @@ impl Code {
     /// a session of AgentBay's own SDK). Throws a `TypeError` if there is none.
     #[napi(constructor, ts_args_type = "session: SessionLike")]
     pub fn new(env: &Env, session: Unknown) -> Result<Self> {
-        let kind = session.get_type()?;
-        if kind != ValueType::Object && kind != ValueType::Function {
-            return errors::throw(
-                env,
-                &invalid(format!(
-                    "Code needs a session object with a callMcpTool method, got {}",
-                    type_name(kind)
-                )),
-            );
-        }
-        // SAFETY: the value was just checked to be an object (or function) of this env.
-        let object = unsafe { Object::from_napi_value(env.raw(), session.raw())? };
-        // A session of this addon carries its engine in its `code`: use it directly.
-        if let Ok(code) = object.get_named_property::<Unknown>("code") {
-            if Code::instance_of(env, &code).unwrap_or(false) {
-                // SAFETY: instance_of just confirmed the value wraps a Code.
-                let code =
-                    unsafe { ClassInstance::<Code>::from_napi_value(env.raw(), code.raw())? };
-                return Ok(Code {
-                    inner: code.inner.clone(),
-                });
-            }
-        }
-        let method: Unknown = object.get_named_property("callMcpTool")?;
-        if method.get_type()? != ValueType::Function {
-            return errors::throw(env, &invalid(
-                "Code needs a session with a callMcpTool(toolName, args) method; this session has none".into(),
-            ));
-        }
-        // SAFETY: the property was just checked to be a function of this env.
-        let method = unsafe { Function::from_napi_value(env.raw(), method.raw())? };
-        let id = call_string_method(&object, "getSessionId");
-        let api_key = call_string_method(&object, "getAPIKey");
-        let session = JsSession::new(env, object, method, id, api_key)?;
-        Ok(Code::wrap(Arc::new(session)))
+        Ok(Code::wrap(session_of(env, session, "Code")?))
     }
 
     /// Runs `code` and resolves with its result. Rejects (without calling the session)
@@ -216,6 +182,42 @@ impl Code {
             Err(e) => errors::reject(env, &e),
         }
     }
+}
+
+/// The session behind a JavaScript value: a session of this addon (it carries its
+/// engine in its `code`) directly, any other object with `callMcpTool` through it.
+/// Throws a `TypeError` naming `class` for anything else.
+pub(crate) fn session_of(env: &Env, session: Unknown, class: &str) -> Result<Arc<dyn Session>> {
+    let kind = session.get_type()?;
+    if kind != ValueType::Object && kind != ValueType::Function {
+        return errors::throw(
+            env,
+            &invalid(format!(
+                "{class} needs a session object with a callMcpTool method, got {}",
+                type_name(kind)
+            )),
+        );
+    }
+    // SAFETY: the value was just checked to be an object (or function) of this env.
+    let object = unsafe { Object::from_napi_value(env.raw(), session.raw())? };
+    if let Ok(code) = object.get_named_property::<Unknown>("code") {
+        if Code::instance_of(env, &code).unwrap_or(false) {
+            // SAFETY: instance_of just confirmed the value wraps a Code.
+            let code = unsafe { ClassInstance::<Code>::from_napi_value(env.raw(), code.raw())? };
+            return Ok(code.inner.session().clone());
+        }
+    }
+    let method: Unknown = object.get_named_property("callMcpTool")?;
+    if method.get_type()? != ValueType::Function {
+        return errors::throw(env, &invalid(format!(
+            "{class} needs a session with a callMcpTool(toolName, args) method; this session has none"
+        )));
+    }
+    // SAFETY: the property was just checked to be a function of this env.
+    let method = unsafe { Function::from_napi_value(env.raw(), method.raw())? };
+    let id = call_string_method(&object, "getSessionId");
+    let api_key = call_string_method(&object, "getAPIKey");
+    Ok(Arc::new(JsSession::new(env, object, method, id, api_key)?))
 }
 
 impl Code {

@@ -19,10 +19,16 @@ export type CodebayErrorCode =
   | 'ERR_CODEBAY_KERNEL_UNSUPPORTED'
   | 'ERR_CODEBAY_SANDBOX_FAILED'
   | 'ERR_CODEBAY_INTERPRETER_NOT_FOUND'
+  | 'ERR_CODEBAY_PRELOAD_FAILED'
   | 'ERR_CODEBAY_SESSION_CLOSED'
   | 'ERR_CODEBAY_UNKNOWN_CONTEXT'
   | 'ERR_CODEBAY_CONTEXT_LIMIT'
   | 'ERR_CODEBAY_TOOL_FAILED'
+  | 'ERR_CODEBAY_PATH_OUTSIDE'
+  | 'ERR_CODEBAY_NOT_FOUND'
+  | 'ERR_CODEBAY_NOT_A_FILE'
+  | 'ERR_CODEBAY_NO_SPACE'
+  | 'ERR_CODEBAY_FILE_FAILED'
 
 /** An `Error`, `TypeError` or `RangeError` thrown by codebay. */
 export interface CodebayError extends Error {
@@ -76,4 +82,148 @@ export interface LocalSessionOptions {
   poolSize?: number
   /** Interpreters started in every new sandbox before its first run. Default `['python']`. */
   prewarm?: Array<'python' | 'javascript'>
+  /**
+   * Modules imported in the language's default interpreter before `create()` resolves
+   * (in the pool, ahead of it), e.g. `{ python: ['pandas', 'matplotlib.pyplot'] }`: the
+   * code's first `import pandas` then costs nothing. Implies `prewarm` of the language.
+   * The imports bind no name and are not runs of the user's: the first run is still
+   * execution count 1. A module that fails to import rejects `create()` with
+   * `ERR_CODEBAY_PRELOAD_FAILED`. Python only (`py` and `python3` are accepted as keys).
+   */
+  preload?: { python?: string[]; py?: string[]; python3?: string[] }
+}
+
+/**
+ * The kind of a chart in a result's `chart` (E2B's `ChartType`). A LocalSession makes
+ * `line`, `scatter`, `bar` and `pie` charts of matplotlib figures, `superchart` for a
+ * figure of several axes, `unknown` for other axes; E2B's servers also send `box_and_whisker`.
+ */
+export type ChartType = 'line' | 'scatter' | 'bar' | 'pie' | 'box_and_whisker' | 'superchart' | 'unknown'
+
+/** The scale of a chart's axis (E2B's `ScaleType`); `unknown` for a scale of the user's own. */
+export type ScaleType =
+  | 'linear'
+  | 'datetime'
+  | 'categorical'
+  | 'log'
+  | 'symlog'
+  | 'logit'
+  | 'function'
+  | 'functionlog'
+  | 'asinh'
+  | 'unknown'
+
+/** What every chart has. */
+export interface ChartBase {
+  type: ChartType
+  /** The axes' title (a figure of one axes without one: the figure's suptitle), or null. */
+  title: string | null
+}
+
+/** A chart with an x and a y axis. */
+export interface Chart2D extends ChartBase {
+  x_label: string | null
+  /** The unit written in the label's last brackets: `'Temperature (°C)'` → `'°C'`. */
+  x_unit: string | null
+  y_label: string | null
+  y_unit: string | null
+}
+
+/**
+ * One line or one set of points: its label (the legend's, else `Line 1`, `Series 1` ...)
+ * and its points `[x, y]`: numbers, ISO dates on a date axis, category names on a
+ * category axis. Points with a NaN or infinite coordinate are left out.
+ */
+export interface PointData {
+  label: string
+  points: Array<[number | string, number | string]>
+}
+
+/** A line or scatter chart: its data and the axes' ticks. */
+export interface PointChart extends Chart2D {
+  /** Numbers, or ISO dates when `x_scale` is `datetime`. */
+  x_ticks: Array<number | string>
+  x_tick_labels: string[]
+  x_scale: ScaleType
+  y_ticks: Array<number | string>
+  y_tick_labels: string[]
+  y_scale: ScaleType
+  elements: PointData[]
+}
+
+export interface LineChart extends PointChart {
+  type: 'line'
+}
+
+export interface ScatterChart extends PointChart {
+  type: 'scatter'
+}
+
+/**
+ * One bar: its category (the tick label under it), its group (the series: the legend's
+ * label, else `Group 1` ...) and its value.
+ */
+export interface BarData {
+  label: string
+  group: string
+  value: number
+}
+
+/** A bar chart; for horizontal bars too, x is the category axis and y the values' axis. */
+export interface BarChart extends Chart2D {
+  type: 'bar'
+  elements: BarData[]
+}
+
+/** One slice: its label (else `Slice 1` ...), its angle in degrees and its radius. */
+export interface PieData {
+  label: string
+  angle: number
+  radius: number
+}
+
+export interface PieChart extends ChartBase {
+  type: 'pie'
+  elements: PieData[]
+}
+
+/** One box of a box plot (E2B's servers send them; a LocalSession does not). */
+export interface BoxAndWhiskerData {
+  label: string
+  min: number
+  first_quartile: number
+  median: number
+  third_quartile: number
+  max: number
+  outliers: number[]
+}
+
+export interface BoxAndWhiskerChart extends Chart2D {
+  type: 'box_and_whisker'
+  elements: BoxAndWhiskerData[]
+}
+
+/** Axes that are none of the kinds above: only their title. */
+export interface UnknownChart extends ChartBase {
+  type: 'unknown'
+  elements: []
+}
+
+/** A figure of several axes (subplots, twin axes): one chart each; the title is the figure's suptitle. */
+export interface SuperChart extends ChartBase {
+  type: 'superchart'
+  elements: Array<LineChart | ScatterChart | BarChart | PieChart | BoxAndWhiskerChart | UnknownChart>
+}
+
+/** A chart's data in E2B's shape: what a matplotlib figure shows, for code that cannot look at its PNG. */
+export type Chart = LineChart | ScatterChart | BarChart | PieChart | BoxAndWhiskerChart | SuperChart | UnknownChart
+
+/**
+ * A Vega-Lite (v4, v5) or Vega (v5) spec a result carried (`application/vnd.vegalite.v5+json` ...).
+ * It has no `type`, which tells it from a `Chart`: `if (item.chart?.type === 'bar')` narrows to `BarChart`.
+ */
+export interface VegaSpec {
+  $schema?: string
+  type?: never
+  [key: string]: unknown
 }

@@ -3,6 +3,7 @@
 
 mod code;
 mod errors;
+mod files;
 mod js_session;
 mod local_session;
 mod package_files;
@@ -11,6 +12,7 @@ mod sink;
 mod types;
 
 pub use code::Code;
+pub use files::{FileEntry, Files};
 pub use local_session::LocalSession;
 pub use runtimes::{supported_languages, LanguageInfo};
 pub use types::*;

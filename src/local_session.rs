@@ -10,6 +10,7 @@ use codebay_core::{CodebayError, Placement, Registry, SessionOptions};
 
 use crate::code::Code;
 use crate::errors;
+use crate::files::Files;
 use crate::types::McpToolResult;
 
 /// One isolated sandbox on this machine, with a stateful context per language and
@@ -90,6 +91,13 @@ impl LocalSession {
     #[napi(getter)]
     pub fn code(&self) -> Code {
         Code::wrap(Arc::new(self.inner.clone()))
+    }
+
+    /// The session's files (`/home/user` and `/tmp`), read and written as the code's
+    /// user, with the code's confinement.
+    #[napi(getter)]
+    pub fn files(&self) -> Files {
+        Files::wrap(Arc::new(self.inner.clone()))
     }
 
     /// The session as a tool server: `run_code` with `{ code, language, timeout_s,

@@ -57,7 +57,9 @@ pub struct CodeExecutionResultItem {
     pub svg: Option<String>,
     pub latex: Option<String>,
     pub json: Option<serde_json::Value>,
-    /// A Vega-Lite (v4/v5) or Vega (v5) spec.
+    /// A chart's data in E2B's shape (a matplotlib figure's, from `e2b/chart`), or a
+    /// Vega-Lite (v4/v5) or Vega (v5) spec.
+    #[napi(ts_type = "Chart | VegaSpec")]
     pub chart: Option<serde_json::Value>,
     /// True for the value of the cell's last expression.
     pub is_main_result: Option<bool>,

@@ -80,6 +80,15 @@ const ObjectKeys = Object.keys;
 const ArrayIsArray = Array.isArray;
 const ObjectGetPrototypeOf = Object.getPrototypeOf;
 const ObjectPrototype = Object.prototype;
+const ArrayPrototype = Array.prototype;
+const ObjectHasOwn = Object.hasOwn;
+const ReflectGetOwnPropertyDescriptor = Reflect.getOwnPropertyDescriptor;
+const NumberIsFinite = Number.isFinite;
+const isProxy = util.types.isProxy;
+const isArrayBuffer = util.types.isArrayBuffer;
+const isArrayBufferView = ArrayBuffer.isView;
+const StringToLowerCase = String.prototype.toLowerCase;
+const StringEndsWith = String.prototype.endsWith;
 const procEnv = proc.env;
 const StringCtor = String;
 const ErrorCtor = Error;
@@ -176,6 +185,13 @@ const REQ_FD = reopen(3, fs.constants.O_RDONLY);
 const REP_FD = reopen(4, fs.constants.O_WRONLY);
 if (REQ_FD === 3 || REP_FD === 4) hideFdsFromChildren(4);
 
+// JSON text made already (jsonOf): bundleJSON writes it as it is.
+class RawJSON {
+  constructor(text) {
+    this.text = text;
+  }
+}
+
 // A MIME bundle as JSON: "text/plain" first, "isMainResult" last, whatever order
 // the object has (JavaScript puts integer-like keys first). A value JSON cannot
 // hold (circular, BigInt ...) cuts the bundle down to its text/plain.
@@ -186,7 +202,8 @@ function bundleJSON(bundle) {
     for (let i = 0; i < keys.length; i++) {
       const k = keys[i];
       if (k === 'text/plain' || k === 'isMainResult') continue;
-      const v = JSONstringify(bundle[k]);
+      const raw = bundle[k];
+      const v = raw instanceof RawJSON ? raw.text : JSONstringify(raw);
       if (v !== undefined) text += `,${JSONstringify(k)}:${v}`;
     }
     return `${text},"isMainResult":${bundle.isMainResult === true}}`;
@@ -245,6 +262,7 @@ function limitBundle(bundle, run) {
     const k = keys[i];
     if (k === 'isMainResult') continue;
     const v = bundle[k];
+    if (v instanceof RawJSON) continue; // held to the limit where it was made
     if (typeof v === 'string') {
       if (limit === null || v.length * 3 <= limit) continue; // at most 3 bytes a code unit
       const n = BufferByteLength(v, 'utf8');
@@ -277,6 +295,75 @@ function limitBundle(bundle, run) {
   }
   return bundle;
 }
+
+// True when value is plain data: null, booleans, finite numbers, strings, arrays
+// without holes and objects whose prototype is Object.prototype or null, holding only
+// data properties (no getter of an object runs), nested at most MAX_JSON_DEPTH levels,
+// without cycles and without proxies, in at most maxValues values (counting each time
+// a value shared by several parents is met: JSON writes it each time). Its
+// JSON.stringify is then exactly its data.
+const jsonStack = [];
+for (let i = 0; i < MAX_JSON_DEPTH; i++) jsonStack[i] = null; // own slots: no setter of Array.prototype is reached
+let jsonValuesLeft = 0;
+function isPlainData(value, maxValues) {
+  jsonValuesLeft = maxValues;
+  try {
+    return plainAt(value, 0);
+  } catch {
+    return false; // a revoked proxy, a stack overflow ...
+  } finally {
+    for (let i = 0; i < MAX_JSON_DEPTH; i++) jsonStack[i] = null;
+  }
+}
+
+function plainAt(v, depth) {
+  if (--jsonValuesLeft < 0) return false;
+  if (v === null || typeof v === 'string' || typeof v === 'boolean') return true;
+  if (typeof v === 'number') return NumberIsFinite(v);
+  if (typeof v !== 'object' || depth >= MAX_JSON_DEPTH || isProxy(v)) return false;
+  for (let i = 0; i < depth; i++) if (jsonStack[i] === v) return false; // a cycle
+  jsonStack[depth] = v;
+  const proto = ObjectGetPrototypeOf(v);
+  if (ArrayIsArray(v)) {
+    if (proto !== ArrayPrototype) return false;
+    const n = v.length;
+    for (let i = 0; i < n; i++) {
+      // An accessor on an array index is not looked for (it would cost a descriptor a value).
+      if (!ObjectHasOwn(v, i) || !plainAt(v[i], depth + 1)) return false;
+    }
+    return true;
+  }
+  if (proto !== ObjectPrototype && proto !== null) return false;
+  const keys = ObjectKeys(v);
+  for (let i = 0; i < keys.length; i++) {
+    const d = ReflectGetOwnPropertyDescriptor(v, keys[i]);
+    if (d === undefined || !ObjectHasOwn(d, 'value') || !plainAt(d.value, depth + 1)) return false;
+  }
+  return true;
+}
+
+// value's application/json for its bundle, when it is a plain object or array whose
+// JSON fits the run's limit (it is extra: one that does not fit is left out, nothing
+// is counted), else undefined.
+function jsonOf(value, run) {
+  const limit = run.limit;
+  // Each value takes two bytes of JSON or more (with its comma).
+  if (value === null || typeof value !== 'object' || !isPlainData(value, limit === null ? MAX_AUTO_JSON : limit / 2 + 1)) {
+    return undefined;
+  }
+  let text;
+  try {
+    text = JSONstringify(value);
+  } catch {
+    return undefined; // too long for a string
+  }
+  if (typeof text !== 'string' || (limit !== null && text.length > limit / 3 && BufferByteLength(text, 'utf8') > limit)) {
+    return undefined;
+  }
+  return new RawJSON(text);
+}
+// Without a resultLimitBytes, the most values a value's application/json is made of.
+const MAX_AUTO_JSON = 4 * 1024 * 1024;
 
 // JSON.stringify writes a lone surrogate as an escape (\ud800), which strict parsers
 // (serde_json) refuse: each becomes U+FFFD. A well-formed pair is written as is.
@@ -574,19 +661,94 @@ if (executionAsyncResource !== null) {
   }
 }
 
-// display(value): sends a non-main result {"text/plain": util.inspect(value)}
-// (a string is shown as-is) at once, as a display message of the current run;
+// display(value[, mime]): sends a non-main result at once, as a display message of
+// the current run. Without a MIME type: {"text/plain": util.inspect(value)} (a string
+// is shown as it is), plus "application/json" for a plain object or array (as for the
+// last value), or "image/png" / "image/jpeg" for a Buffer or Uint8Array holding one.
+// With a MIME type (or its short name: html, markdown, md, svg, png, jpeg, jpg, json,
+// latex, text), the value is that type's content: text for the text types, for png and
+// jpeg a Buffer/Uint8Array/ArrayBuffer (sent as base64) or a base64 string (a data: URL
+// too), for json a JSON-serialisable value or JSON text; text/plain is then ''.
 // display(bundle, {raw: true}) sends the given MIME bundle, e.g.
 // display({'text/html': '<b>x</b>'}, {raw: true}). Called by the callback of a run
 // that has answered already, it is dropped (and counted, see lateNote).
+const MIME_NAMES = {
+  __proto__: null,
+  html: 'text/html', markdown: 'text/markdown', md: 'text/markdown', svg: 'image/svg+xml',
+  png: 'image/png', jpeg: 'image/jpeg', jpg: 'image/jpeg', json: 'application/json',
+  latex: 'text/latex', text: 'text/plain', plain: 'text/plain',
+};
+const DATA_URL = /^data:[^,]*;base64,/;
+const BASE64_SPACE = /\s+/g;
+
+function bytesOf(value) {
+  if (value instanceof Uint8Array) return BufferFrom(value.buffer, value.byteOffset, value.byteLength);
+  if (isArrayBuffer(value)) return BufferFrom(value);
+  if (isArrayBufferView(value)) return BufferFrom(value.buffer, value.byteOffset, value.byteLength);
+  return null;
+}
+
+function imageMime(bytes) {
+  if (bytes.length >= 8 && bytes[0] === 0x89 && bytes[1] === 0x50 && bytes[2] === 0x4e && bytes[3] === 0x47) return 'image/png';
+  if (bytes.length >= 3 && bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff) return 'image/jpeg';
+  return null;
+}
+
+function mimeContent(mime, value) {
+  if (mime === 'image/png' || mime === 'image/jpeg') {
+    const bytes = bytesOf(value);
+    if (bytes !== null) return ReflectApply(BufferToString, bytes, ['base64']);
+    if (typeof value === 'string') {
+      return ReflectApply(RegExpReplace, BASE64_SPACE, [ReflectApply(RegExpReplace, DATA_URL, [value, '']), '']);
+    }
+    throw new TypeError(`display: ${mime} takes a Buffer, a Uint8Array or a base64 string, got ${value === null ? 'null' : typeof value}`);
+  }
+  if (mime === 'application/json' || ReflectApply(StringEndsWith, mime, ['+json'])) {
+    if (typeof value === 'string') {
+      try { return JSONparse(value); } catch { return value; }
+    }
+    return value;
+  }
+  if (typeof value === 'string') return value;
+  const bytes = bytesOf(value);
+  if (bytes !== null) return ReflectApply(BufferToString, bytes, ['utf8']);
+  return StringCtor(value);
+}
+
+function mimeName(given) {
+  if (ReflectApply(StringIncludes, given, ['/'])) return given;
+  const mime = MIME_NAMES[ReflectApply(StringToLowerCase, given, [])];
+  if (mime === undefined) {
+    throw new TypeError(`display: unknown MIME type '${given}'; use a MIME type such as 'text/html', or one of ` +
+      "'html', 'markdown', 'svg', 'png', 'jpeg', 'json', 'latex', 'text'");
+  }
+  return mime;
+}
+
 function display(value, options) {
   let bundle;
-  if (options && options.raw && value !== null && typeof value === 'object') {
+  const run = current;
+  if (typeof options === 'string') {
+    const mime = mimeName(options);
+    const content = mimeContent(mime, value);
+    bundle = { 'text/plain': mime === 'text/plain' ? content : '' };
+    if (mime !== 'text/plain') bundle[mime] = content;
+  } else if (options && options.raw && value !== null && typeof value === 'object') {
     bundle = {};
     for (const k of ObjectKeys(value)) bundle[k] = value[k];
     if (bundle['text/plain'] === undefined) bundle['text/plain'] = '';
+  } else if (typeof value === 'string') {
+    bundle = { 'text/plain': value };
   } else {
-    bundle = { 'text/plain': typeof value === 'string' ? value : inspect(value) };
+    bundle = { 'text/plain': inspect(value) };
+    const bytes = bytesOf(value);
+    const image = bytes === null ? null : imageMime(bytes);
+    if (image !== null) {
+      bundle[image] = ReflectApply(BufferToString, bytes, ['base64']);
+    } else if (run !== null) {
+      const json = jsonOf(value, run);
+      if (json !== undefined) bundle['application/json'] = json;
+    }
   }
   bundle.isMainResult = false;
   const owner = ownerNow();
@@ -595,8 +757,7 @@ function display(value, options) {
     noteLateRun(owner);
     return;
   }
-  const run = current;
-  if (run === null) return;
+  if (run === null || current !== run) return;
   limitBundle(bundle, run);
   // Writes to stdout and stderr are synchronous (blocking pipes): what the cell
   // printed before is in the pipes already.
@@ -741,7 +902,11 @@ function mainResult(value, run) {
   if (value === undefined) return null;
   // With a cap, the whole string goes in (and what is cut is counted), not inspect's first 10000 characters.
   const plain = run.limit === null ? inspect(value) : inspect(value, { maxStringLength: Infinity });
-  return limitBundle({ 'text/plain': plain, isMainResult: true }, run);
+  const bundle = { 'text/plain': plain };
+  const json = jsonOf(value, run);
+  if (json !== undefined) bundle['application/json'] = json;
+  bundle.isMainResult = true;
+  return limitBundle(bundle, run);
 }
 
 // The reason of a promise that is already rejected (marked handled), or none.

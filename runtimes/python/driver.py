@@ -28,7 +28,7 @@ protocol.
 """
 
 import ast as _ast
-import base64 as _base64
+import binascii as _binascii
 import builtins as _builtins
 import codecs as _codecs
 import fcntl as _fcntl
@@ -66,13 +66,15 @@ _str = _builtins.str
 _compile = _builtins.compile
 _exec = _builtins.exec
 _eval = _builtins.eval
-_b64encode = _base64.b64encode
+_b2a_base64 = _binascii.b2a_base64  # what base64.b64encode calls (base64 costs memory)
 _linecache_cache = _linecache.cache
 _TracebackType = _types.TracebackType
 _CO_COROUTINE = 0x0080  # inspect.CO_COROUTINE
 _CELL_FLAGS = _ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
 _DRIVER_FILE = _os.path.abspath(__file__)
+_RICH_FILE = _os.path.join(_os.path.dirname(_DRIVER_FILE), 'rich.py')
 _PID = _getpid()
+_modules = _sys.modules
 _max = _builtins.max
 _map = _builtins.map
 _int = _builtins.int
@@ -124,6 +126,8 @@ class _State:
     loop = None          # persistent asyncio event loop for top-level await
     limit = None         # the run's resultLimitBytes (None: no cap)
     dropped = 0          # bytes cut from the run's results so far
+    figures = []         # the matplotlib figures shown by the run so far (rich.figure_bundle)
+    rich = None          # rich.py once loaded (False: it could not be)
 
 
 def _on_sigint(signum, frame):
@@ -245,6 +249,8 @@ def _flush_std(interruptible=False):
 
 # --------------------------------------------------------------------- results
 
+_CHART_MIME = 'e2b/chart'  # a figure's chart data (E2B's key and shape, see rich.py)
+
 _MIME_METHODS = (
     ('text/html', '_repr_html_'),
     ('text/markdown', '_repr_markdown_'),
@@ -258,7 +264,7 @@ _MIME_METHODS = (
 
 def _encode_mime(mime, data):
     if mime in ('image/png', 'image/jpeg') and _isinstance(data, (bytes, bytearray)):
-        return _b64encode(bytes(data)).decode('ascii')
+        return _b2a_base64(bytes(data), newline=False).decode('ascii')
     if mime == 'application/json' or mime.endswith('+json'):
         if _isinstance(data, (str, bytes)):
             try:
@@ -274,9 +280,13 @@ def _encode_mime(mime, data):
 
 
 def _mime_bundle(obj, main):
-    """MIME bundle for obj: text/plain = repr(), plus IPython-style rich reprs."""
+    """MIME bundle for obj: text/plain = repr(), plus IPython-style rich reprs (a
+    matplotlib figure: its PNG and chart data; a pandas Series: an HTML table too)."""
     bundle = {}
     if not _isinstance(obj, type):
+        figure = _modules.get('matplotlib.figure')
+        if figure is not None and _isinstance(obj, _getattr(figure, 'Figure', ())) and _rich():
+            return _ordered_bundle(_repr(obj), _State.rich.figure_bundle(obj), main)
         meth = _getattr(obj, '_repr_mimebundle_', None)
         if callable(meth):
             try:
@@ -304,11 +314,68 @@ def _mime_bundle(obj, main):
             if data is None:
                 continue
             bundle[mime] = _encode_mime(mime, data)
+        if 'text/html' not in bundle:
+            pandas = _modules.get('pandas')
+            if pandas is not None and _isinstance(obj, _getattr(pandas, 'Series', ())) and _rich():
+                html = _State.rich.series_html(obj)
+                if html:
+                    bundle['text/html'] = html
     if 'text/plain' in bundle:
         plain = bundle.pop('text/plain')
     else:
         plain = _repr(obj)  # may raise: reported as the cell's error
     return _ordered_bundle(plain, bundle, main)
+
+
+# ------------------------------------------------------------------ rich results
+#
+# What matplotlib and pandas need is in rich.py, loaded when first needed (_rich): the
+# driver never imports matplotlib or pandas, and a session that uses neither pays a
+# sys.modules lookup a result. _ImportHook (first in sys.meta_path, finding nothing
+# itself) has rich.py wrap the loading of matplotlib.pyplot (plt.show() and
+# Figure.show() then display figures) and matplotlib.font_manager (quiet font cache).
+# A figure displayed (display(fig), plt.show(), the last expression) is a bundle of its
+# text/plain, image/png and e2b/chart. At the end of a run every pyplot figure still
+# open and not shown yet is displayed, and all are closed: the next run has none.
+
+_HOOKED_MODULES = ('matplotlib.pyplot', 'matplotlib.font_manager')
+
+
+class _ImportHook:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name not in _HOOKED_MODULES or not _rich():
+            return None
+        return _State.rich.find_spec(name, path, target)
+
+
+_sys.meta_path.insert(0, _ImportHook)
+
+
+def _rich():
+    # rich.py (None if it cannot be loaded: results are then what they would be without it).
+    mod = _State.rich
+    if mod is None:
+        saved = _sys.dont_write_bytecode
+        _sys.dont_write_bytecode = True  # the runtimes are read-only
+        try:
+            import importlib.util
+            spec = importlib.util.spec_from_file_location('_codebay_rich', _RICH_FILE)
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+            mod.setup(_ImportHook, display, _State, _note)
+        except Exception:
+            mod = False
+        finally:
+            _sys.dont_write_bytecode = saved
+        _State.rich = mod
+    return mod or None
+
+
+def _note(text):
+    # A line of the driver's own on the run's stderr, after what the code wrote.
+    _flush_std()
+    _write_all(2, text.encode('utf-8', _FFFD))
 
 
 def _json_depth(text):
@@ -323,7 +390,9 @@ def _limit_bundle(bundle):
     """Make bundle safe for the wire and hold it to the run's resultLimitBytes: a
     string value is cut to its first limit bytes of UTF-8 (whole characters), any
     other value whose JSON is too long is replaced by a note; both count in
-    _State.dropped. A value nested deeper than _MAX_JSON_DEPTH is refused."""
+    _State.dropped. A value nested deeper than _MAX_JSON_DEPTH is refused. The chart
+    data of a figure (e2b/chart) is extra, derived from the figure: when it would be
+    refused or cut it is left out, and nothing is counted."""
     limit = _State.limit
     for k in list(bundle):
         if k == 'isMainResult':
@@ -346,11 +415,17 @@ def _limit_bundle(bundle):
         except Exception:
             continue  # not JSON at all: _encode falls back to text/plain
         if _json_depth(text) > _MAX_JSON_DEPTH:
-            bundle[k] = _DEPTH_REFUSED
+            if k == _CHART_MIME:
+                del bundle[k]
+            else:
+                bundle[k] = _DEPTH_REFUSED
             continue
         if limit is not None:
             n = _len(text.encode('utf-8', _FFFD))
             if n > limit:
+                if k == _CHART_MIME:
+                    del bundle[k]
+                    continue
                 bundle[k] = '<result of %d bytes dropped: over the limit of %d bytes>' % (n, limit)
                 _State.dropped += n
     return bundle
@@ -501,18 +576,35 @@ def _run_code_object(code):
 
 
 def _execute(source, filename):
-    """Run one cell; returns the value of the trailing expression (or None)."""
+    """Run one cell; returns the value of the trailing expression (or None). As in
+    IPython, a semicolon after that expression makes it run without a value."""
     tree = _compile(source, filename, 'exec', _ast.PyCF_ONLY_AST | _CELL_FLAGS, dont_inherit=True)
     last = None
+    quiet = False
     if tree.body and _isinstance(tree.body[-1], _ast.Expr):
-        last = _ast.Expression(tree.body.pop().value)
+        node = tree.body.pop()
+        last = _ast.Expression(node.value)
+        quiet = _ends_with_semicolon(source, node)
     if tree.body:
         code = _compile(tree, filename, 'exec', _CELL_FLAGS, dont_inherit=True)
         _run_code_object(code)
     if last is not None:
         code = _compile(last, filename, 'eval', _CELL_FLAGS, dont_inherit=True)
-        return _run_code_object(code)
+        value = _run_code_object(code)
+        return None if quiet else value
     return None
+
+
+def _ends_with_semicolon(source, node):
+    # True when a ';' follows the cell's last expression (comments aside).
+    if ';' not in source:
+        return False
+    lines = source.splitlines()  # the ';' can only be on the expression's last line
+    try:
+        rest = lines[node.end_lineno - 1].encode('utf-8')[node.end_col_offset:].decode('utf-8', 'replace')
+    except Exception:
+        return False
+    return rest.lstrip().startswith(';')
 
 
 def _reply(rid, count, main, error, dropped=0):
@@ -581,6 +673,8 @@ def _handle(req):
             if value is not None:
                 namespace['_'] = value
                 main = _limit_bundle(_mime_bundle(value, True))
+            if 'matplotlib._pylab_helpers' in _modules and _rich():
+                _State.rich.show_open_figures(True)
         finally:
             _sigmask(_SIG_BLOCK, _SIGINT_SET)
             _State.running = False
@@ -588,9 +682,13 @@ def _handle(req):
         _sigmask(_SIG_BLOCK, _SIGINT_SET)
         _State.running = False
         error = _format_error(e)
+        if 'matplotlib._pylab_helpers' in _modules and _rich():
+            _State.rich.after_error(_isinstance(e, KeyboardInterrupt))
         e = None
     finally:
         _restore_envs(saved)
+        if _State.figures:
+            _State.figures = []
     _flush_std()
     with _write_lock:  # a display() from a thread after this point is dropped
         _State.in_run = False

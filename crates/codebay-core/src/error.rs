@@ -25,6 +25,8 @@ pub enum ErrorCode {
     SandboxFailed,
     /// An interpreter the session needs is not installed or does not start.
     InterpreterNotFound,
+    /// A module of the `preload` option could not be imported (`create()`).
+    PreloadFailed,
     /// The session was closed.
     SessionClosed,
     /// No code context has that id in this session (never had, or removed).
@@ -33,20 +35,36 @@ pub enum ErrorCode {
     ContextLimit,
     /// A session tool answered with a failure.
     ToolFailed,
+    /// A file path outside `/home/user` and `/tmp` (`..`, a symlink that leads out).
+    PathOutside,
+    /// No file or directory at that path.
+    NotFound,
+    /// A directory, fifo, device or symlink where a file was needed (or the reverse).
+    NotAFile,
+    /// A file larger than the room its file system has.
+    NoSpace,
+    /// A file operation failed for another reason (named in the message).
+    FileFailed,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::InvalidOption,
         ErrorCode::InvalidArgument,
         ErrorCode::UnsupportedLanguage,
         ErrorCode::KernelUnsupported,
         ErrorCode::SandboxFailed,
         ErrorCode::InterpreterNotFound,
+        ErrorCode::PreloadFailed,
         ErrorCode::SessionClosed,
         ErrorCode::UnknownContext,
         ErrorCode::ContextLimit,
         ErrorCode::ToolFailed,
+        ErrorCode::PathOutside,
+        ErrorCode::NotFound,
+        ErrorCode::NotAFile,
+        ErrorCode::NoSpace,
+        ErrorCode::FileFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,10 +75,16 @@ impl ErrorCode {
             ErrorCode::KernelUnsupported => "ERR_CODEBAY_KERNEL_UNSUPPORTED",
             ErrorCode::SandboxFailed => "ERR_CODEBAY_SANDBOX_FAILED",
             ErrorCode::InterpreterNotFound => "ERR_CODEBAY_INTERPRETER_NOT_FOUND",
+            ErrorCode::PreloadFailed => "ERR_CODEBAY_PRELOAD_FAILED",
             ErrorCode::SessionClosed => "ERR_CODEBAY_SESSION_CLOSED",
             ErrorCode::UnknownContext => "ERR_CODEBAY_UNKNOWN_CONTEXT",
             ErrorCode::ContextLimit => "ERR_CODEBAY_CONTEXT_LIMIT",
             ErrorCode::ToolFailed => "ERR_CODEBAY_TOOL_FAILED",
+            ErrorCode::PathOutside => "ERR_CODEBAY_PATH_OUTSIDE",
+            ErrorCode::NotFound => "ERR_CODEBAY_NOT_FOUND",
+            ErrorCode::NotAFile => "ERR_CODEBAY_NOT_A_FILE",
+            ErrorCode::NoSpace => "ERR_CODEBAY_NO_SPACE",
+            ErrorCode::FileFailed => "ERR_CODEBAY_FILE_FAILED",
         }
     }
 
@@ -129,6 +153,17 @@ mod tests {
         for code in ErrorCode::ALL {
             assert!(seen.insert(code.as_str()), "{code:?} repeats");
             assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+        }
+    }
+
+    #[test]
+    fn every_code_is_declared_and_documented() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+        for file in ["src/header.d.ts", "README.md"] {
+            let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+            for code in ErrorCode::ALL {
+                assert!(text.contains(code.as_str()), "{file} lacks {code:?}");
+            }
         }
     }
 

@@ -2,6 +2,7 @@
 //!
 //! - [`session`]: the `Session` trait every session kind implements, output sinks, cancellation.
 //! - [`code`]: `Code`, AgentBay's class over any session (DESIGN §1.1).
+//! - [`files`]: `Files`, a session's files over any session.
 //! - [`request`]: a checked `runCode` call and its `run_code` tool arguments.
 //! - [`result`]: a tool result → `CodeExecutionResult` (DESIGN §1.1, §2).
 //! - [`runtime`]: the runtime registry: a language is one descriptor.
@@ -13,6 +14,7 @@
 
 pub mod code;
 pub mod error;
+pub mod files;
 pub mod local;
 pub mod options;
 pub mod request;
@@ -21,8 +23,11 @@ pub mod runtime;
 pub mod session;
 
 pub use code::{Code, RunOptions};
-pub use codebay_protocol::{BackendOutput, CodeContext, ErrorInfo, McpToolResult, MimeBundle};
+pub use codebay_protocol::{
+    BackendOutput, CodeContext, ErrorInfo, FileEntry, FileKind, McpToolResult, MimeBundle,
+};
 pub use error::{CodebayError, ErrorCode, ErrorKind};
+pub use files::Files;
 pub use local::{LocalSession, Placement};
 pub use options::{PoolOptions, SessionOptions};
 pub use request::{RunRequest, DEFAULT_TIMEOUT_S};

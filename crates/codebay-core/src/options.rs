@@ -50,8 +50,11 @@ pub struct SessionOptions {
 pub struct PoolOptions {
     /// 0 disables the pool: every `create()` builds its own sandbox.
     pub size: usize,
-    /// Canonical language names.
+    /// Canonical language names. Holds every language of `preload` too.
     pub prewarm: Vec<String>,
+    /// Modules imported in each language's default interpreter before the session is
+    /// handed out, by canonical language name, in the order given (duplicates dropped).
+    pub preload: BTreeMap<String, Vec<String>>,
 }
 
 impl Default for SessionOptions {
@@ -72,13 +75,14 @@ impl Default for SessionOptions {
             pool: PoolOptions {
                 size: 2,
                 prewarm: vec!["python".into()],
+                preload: BTreeMap::new(),
             },
         }
     }
 }
 
 /// Every option, as users spell it.
-pub const OPTION_NAMES: [&str; 12] = [
+pub const OPTION_NAMES: [&str; 13] = [
     "memoryBytes",
     "maxProcesses",
     "cpuCores",
@@ -91,7 +95,13 @@ pub const OPTION_NAMES: [&str; 12] = [
     "maxContexts",
     "poolSize",
     "prewarm",
+    "preload",
 ];
+
+/// The languages whose modules `preload` can import. JavaScript is not one: a fresh
+/// sandbox holds no `node_modules`, so all `require` could load are Node's built-ins,
+/// which are loaded already.
+pub const PRELOAD_LANGUAGES: [&str; 1] = ["python"];
 
 impl SessionOptions {
     /// Reads `create()`'s argument: `undefined`/`null` (as JSON null) or an object.
@@ -179,8 +189,78 @@ impl SessionOptions {
                 })
                 .collect::<Result<_, _>>()?;
         }
+        if let Some(v) = given("preload") {
+            o.pool.preload = preload(v, registry)?;
+        }
+        // A module is imported in the default interpreter, so that interpreter is
+        // started ahead too.
+        for language in o.pool.preload.keys() {
+            if !o.pool.prewarm.contains(language) {
+                o.pool.prewarm.push(language.clone());
+            }
+        }
         Ok(o)
     }
+}
+
+/// `preload`: `{ python: ['pandas', 'matplotlib.pyplot'] }`, language names or aliases
+/// as keys.
+fn preload(v: &Value, registry: &Registry) -> Result<BTreeMap<String, Vec<String>>, CodebayError> {
+    const SHAPE: &str = "an object of module names by language, e.g. { python: ['pandas'] }";
+    let Value::Object(map) = v else {
+        return Err(wrong_type("preload", SHAPE, v));
+    };
+    let mut preload: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (key, names) in map {
+        let language = registry
+            .resolve(key)
+            .map(|r| r.name.clone())
+            .map_err(|e| range_error(format!("preload: {}", e.message)))?;
+        if !PRELOAD_LANGUAGES.contains(&language.as_str()) {
+            return Err(range_error(format!(
+                "preload.{key}: only {} modules can be preloaded (a fresh sandbox has no node_modules; Node's built-in modules are loaded already)",
+                PRELOAD_LANGUAGES.join(", ")
+            )));
+        }
+        let items = match names {
+            Value::Null => continue,
+            Value::Array(items) => items,
+            other => {
+                return Err(wrong_type(
+                    &format!("preload.{key}"),
+                    "an array of module names",
+                    other,
+                ))
+            }
+        };
+        let modules = preload.entry(language).or_default();
+        for item in items {
+            let name = item.as_str().ok_or_else(|| {
+                wrong_type(&format!("preload.{key}"), "an array of module names", item)
+            })?;
+            if !is_module_name(name) {
+                return Err(range_error(format!(
+                    "preload.{key}: {name:?} is not a module name (names separated by dots, as in 'matplotlib.pyplot')"
+                )));
+            }
+            if !modules.iter().any(|m| m == name) {
+                modules.push(name.to_owned());
+            }
+        }
+    }
+    preload.retain(|_, modules| !modules.is_empty());
+    Ok(preload)
+}
+
+/// A dotted Python module name: identifiers (letters, digits, `_`, not starting with a
+/// digit) separated by single dots; no relative import.
+pub fn is_module_name(name: &str) -> bool {
+    name.len() <= 512
+        && name.split('.').all(|part| {
+            let mut chars = part.chars();
+            chars.next().is_some_and(|c| c == '_' || c.is_alphabetic())
+                && chars.all(|c| c == '_' || c.is_alphanumeric())
+        })
 }
 
 /// Refuses keys that are not options, naming the nearest one.
@@ -349,6 +429,26 @@ mod tests {
             (json!({"prewarm": "python"}), ErrorKind::TypeError),
             (json!({"maxContexts": 0}), ErrorKind::RangeError),
             (json!({"memoryByte": MIB}), ErrorKind::TypeError),
+            (json!({"preload": ["pandas"]}), ErrorKind::TypeError),
+            (json!({"preload": "pandas"}), ErrorKind::TypeError),
+            (
+                json!({"preload": {"python": "pandas"}}),
+                ErrorKind::TypeError,
+            ),
+            (json!({"preload": {"python": [1]}}), ErrorKind::TypeError),
+            (json!({"preload": {"ruby": ["x"]}}), ErrorKind::RangeError),
+            (
+                json!({"preload": {"javascript": ["fs"]}}),
+                ErrorKind::RangeError,
+            ),
+            (
+                json!({"preload": {"python": [".relative"]}}),
+                ErrorKind::RangeError,
+            ),
+            (
+                json!({"preload": {"python": ["os; import x"]}}),
+                ErrorKind::RangeError,
+            ),
         ] {
             let err = parse(options.clone()).unwrap_err();
             assert_eq!(
@@ -357,6 +457,64 @@ mod tests {
                 "{options}: {}",
                 err.message
             );
+        }
+    }
+
+    #[test]
+    fn preload_is_read_by_language_and_implies_prewarm() {
+        let o = parse(json!({"prewarm": [], "preload": {"PY": ["pandas", "matplotlib.pyplot", "pandas"], "python3": ["json"]}})).unwrap();
+        assert_eq!(
+            o.pool.preload,
+            BTreeMap::from([(
+                "python".to_string(),
+                vec![
+                    "pandas".to_string(),
+                    "matplotlib.pyplot".into(),
+                    "json".into()
+                ]
+            )])
+        );
+        assert_eq!(o.pool.prewarm, vec!["python"]);
+        // Given to prewarm already: not twice.
+        let o = parse(json!({"preload": {"python": ["json"]}})).unwrap();
+        assert_eq!(o.pool.prewarm, vec!["python"]);
+        // No modules: nothing to preload, nothing implied.
+        let o = parse(json!({"prewarm": [], "preload": {"python": [], "py": null}})).unwrap();
+        assert!(o.pool.preload.is_empty() && o.pool.prewarm.is_empty());
+        // Part of the options, so of the pool's key.
+        assert_ne!(
+            parse(json!({"preload": {"python": ["json"]}})).unwrap(),
+            SessionOptions::default()
+        );
+        let err = parse(json!({"preload": {"python": ["1x"]}})).unwrap_err();
+        assert_eq!(
+            err.message,
+            "preload.python: \"1x\" is not a module name (names separated by dots, as in 'matplotlib.pyplot')"
+        );
+        let err = parse(json!({"preload": {"ruby": ["x"]}})).unwrap_err();
+        assert!(
+            err.message
+                .starts_with("preload: Unsupported language: ruby."),
+            "{}",
+            err.message
+        );
+        let err = parse(json!({"preloads": {}})).unwrap_err();
+        assert!(
+            err.message.ends_with("Did you mean 'preload'?"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn module_names() {
+        for good in ["pandas", "matplotlib.pyplot", "_x.y2", "müller"] {
+            assert!(is_module_name(good), "{good}");
+        }
+        for bad in [
+            "", ".x", "x.", "a..b", "1x", "a-b", "a b", "a;b", "a\nb", "a.*",
+        ] {
+            assert!(!is_module_name(bad), "{bad:?}");
         }
     }
 

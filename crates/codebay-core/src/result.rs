@@ -76,8 +76,11 @@ const TEXT_MIME: [(&str, TextField); 7] = [
     ("text/latex", |i| &mut i.latex),
 ];
 
-/// Chart specs, newest first: the first non-empty one wins.
-const CHART_MIME: [&str; 3] = [
+/// Charts: a figure's data in E2B's shape (`e2b/chart`, the key E2B's kernels use and
+/// the drivers write for a matplotlib figure), then Vega-Lite and Vega specs, newest
+/// first. The first that is a non-empty JSON object wins.
+const CHART_MIME: [&str; 4] = [
+    "e2b/chart",
     "application/vnd.vegalite.v5+json",
     "application/vnd.vegalite.v4+json",
     "application/vnd.vega.v5+json",
@@ -262,7 +265,7 @@ pub fn item_from_bundle(bundle: &MimeBundle) -> CodeExecutionResultItem {
     item.chart = CHART_MIME
         .iter()
         .filter_map(|m| bundle.get(*m))
-        .find(|v| !is_empty(v))
+        .find(|v| v.is_object() && !is_empty(v))
         .cloned();
     // AgentBay's parser also reads the snake_case spelling.
     if let Some(Value::Bool(main)) = bundle
@@ -364,6 +367,35 @@ mod tests {
                 Some(json!({"k": key})),
                 "{key}"
             );
+        }
+    }
+
+    #[test]
+    fn e2b_chart_data_is_the_chart() {
+        let chart = json!({
+            "type": "bar", "title": "t", "x_label": null, "x_unit": null, "y_label": null,
+            "y_unit": null, "elements": [{"label": "a", "group": "g", "value": 1.0}]
+        });
+        let bundle = json!({
+            "text/plain": "<Figure size 640x480 with 1 Axes>", "image/png": "UE5H",
+            "e2b/chart": chart, "isMainResult": false
+        });
+        let data = backend(json!({ "result": [bundle.to_string()] }));
+        let item = &CodeExecutionResult::from_tool_result(tool(true, &data, ""))
+            .results
+            .unwrap()[0];
+        assert_eq!(item.chart, Some(chart));
+        assert_eq!(item.png.as_deref(), Some("UE5H"));
+        // Only an object is a chart: a note left by a cut value is not.
+        for not_chart in [json!("<result of 9 bytes dropped>"), json!([1]), json!({})] {
+            let bundle = json!({
+                "e2b/chart": not_chart, "application/vnd.vegalite.v5+json": {"mark": "bar"}
+            });
+            let data = backend(json!({ "result": [bundle.to_string()] }));
+            let item = &CodeExecutionResult::from_tool_result(tool(true, &data, ""))
+                .results
+                .unwrap()[0];
+            assert_eq!(item.chart, Some(json!({"mark": "bar"})), "{not_chart}");
         }
     }
 

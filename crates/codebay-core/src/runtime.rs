@@ -95,7 +95,13 @@ impl Runtime {
             "python",
             &["-I", "-u"],
             "python/driver.py",
-            &[("PYTHONUNBUFFERED", "1")],
+            &[
+                ("PYTHONUNBUFFERED", "1"),
+                // matplotlib draws without a display (the Agg backend; the driver makes
+                // plt.show() a result), and keeps its caches in /tmp, out of the workspace.
+                ("MPLBACKEND", "agg"),
+                ("MPLCONFIGDIR", "/tmp/matplotlib"),
+            ],
         )
     }
 

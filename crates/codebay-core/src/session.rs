@@ -9,10 +9,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
 use codebay_protocol::tool::{
-    CREATE_CODE_CONTEXT, LIST_CODE_CONTEXTS, REMOVE_CODE_CONTEXT, RESTART_CODE_CONTEXT, RUN_CODE,
+    CREATE_CODE_CONTEXT, LIST_CODE_CONTEXTS, LIST_FILES, READ_FILE, REMOVE_CODE_CONTEXT,
+    REMOVE_FILE, RESTART_CODE_CONTEXT, RUN_CODE, WRITE_FILE,
 };
-use codebay_protocol::{CodeContext, ContextIdArgs, CreateContextArgs, ErrorInfo, McpToolResult};
+use codebay_protocol::{
+    CodeContext, ContextIdArgs, CreateContextArgs, ErrorInfo, FileEncoding, FileEntry,
+    FilePathArgs, McpToolResult, ReadFileArgs, WriteFileArgs,
+};
 use serde_json::Value;
 use tokio::sync::Notify;
 
@@ -111,12 +116,12 @@ pub trait Session: Send + Sync + 'static {
     ) -> BoxFuture<Result<CodeContext, CodebayError>> {
         let args = serde_json::to_value(CreateContextArgs { language, cwd }).expect("serialises");
         let call = self.call_tool(CREATE_CODE_CONTEXT, args);
-        Box::pin(async move { parse_tool_answer(call.await) })
+        Box::pin(async move { parse_tool_answer(call.await, "a code context") })
     }
 
     fn list_contexts(&self) -> BoxFuture<Result<Vec<CodeContext>, CodebayError>> {
         let call = self.call_tool(LIST_CODE_CONTEXTS, Value::Object(Default::default()));
-        Box::pin(async move { parse_tool_answer(call.await) })
+        Box::pin(async move { parse_tool_answer(call.await, "a list of code contexts") })
     }
 
     fn restart_context(&self, id: String) -> BoxFuture<Result<(), CodebayError>> {
@@ -129,6 +134,66 @@ pub trait Session: Send + Sync + 'static {
         let args = serde_json::to_value(ContextIdArgs { id }).expect("serialises");
         let call = self.call_tool(REMOVE_CODE_CONTEXT, args);
         Box::pin(async move { tool_answer(call.await).map(drop) })
+    }
+
+    /// Replaces (or creates) the file at `path`, an absolute path `Files` placed under
+    /// `/home/user` or `/tmp`. The default sends the bytes base64 through `write_file`.
+    fn write_file(&self, path: String, data: Vec<u8>) -> BoxFuture<Result<(), CodebayError>> {
+        let args = WriteFileArgs {
+            path,
+            data: base64::engine::general_purpose::STANDARD.encode(data),
+            encoding: Some(FileEncoding::Base64),
+        };
+        let call = self.call_tool(WRITE_FILE, serde_json::to_value(args).expect("serialises"));
+        Box::pin(async move { tool_answer(call.await).map(drop) })
+    }
+
+    /// The file's bytes. The default asks `read_file` for base64.
+    fn read_file(&self, path: String) -> BoxFuture<Result<Vec<u8>, CodebayError>> {
+        let args = ReadFileArgs {
+            path,
+            encoding: Some(FileEncoding::Base64),
+        };
+        let call = self.call_tool(READ_FILE, serde_json::to_value(args).expect("serialises"));
+        Box::pin(async move {
+            let data = tool_answer(call.await)?;
+            base64::engine::general_purpose::STANDARD
+                .decode(data.trim())
+                .map_err(|e| {
+                    CodebayError::error(
+                        ErrorCode::ToolFailed,
+                        format!("The session's read_file answer is not base64: {e}"),
+                    )
+                })
+        })
+    }
+
+    fn list_files(&self, path: String) -> BoxFuture<Result<Vec<FileEntry>, CodebayError>> {
+        let args = serde_json::to_value(FilePathArgs { path }).expect("serialises");
+        let call = self.call_tool(LIST_FILES, args);
+        Box::pin(async move { parse_tool_answer(call.await, "a list of files") })
+    }
+
+    fn remove_file(&self, path: String) -> BoxFuture<Result<(), CodebayError>> {
+        let args = serde_json::to_value(FilePathArgs { path }).expect("serialises");
+        let call = self.call_tool(REMOVE_FILE, args);
+        Box::pin(async move { tool_answer(call.await).map(drop) })
+    }
+
+    /// The default looks for the name in a listing of its directory.
+    fn file_exists(&self, path: String) -> BoxFuture<Result<bool, CodebayError>> {
+        let (dir, name) = match path.rsplit_once('/') {
+            Some((dir, name)) if !dir.is_empty() => (dir.to_owned(), name.to_owned()),
+            _ => ("/".to_owned(), path.trim_start_matches('/').to_owned()),
+        };
+        let listing = self.list_files(dir);
+        Box::pin(async move {
+            match listing.await {
+                Ok(entries) => Ok(entries.iter().any(|e| e.name == name)),
+                Err(e) if e.code == ErrorCode::NotFound => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
     }
 
     /// Ends the session. Idempotent. A session whose life is not this process's
@@ -194,12 +259,13 @@ fn tool_answer(answer: Result<McpToolResult, String>) -> Result<String, CodebayE
 
 fn parse_tool_answer<T: serde::de::DeserializeOwned>(
     answer: Result<McpToolResult, String>,
+    what: &str,
 ) -> Result<T, CodebayError> {
     let data = tool_answer(answer)?;
     serde_json::from_str(&data).map_err(|e| {
         CodebayError::error(
             ErrorCode::ToolFailed,
-            format!("The session answered something that is not a code context: {e}"),
+            format!("The session answered something that is not {what}: {e}"),
         )
     })
 }

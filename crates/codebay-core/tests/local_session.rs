@@ -134,7 +134,7 @@ async fn unknown_tools_and_bad_arguments_fail_cleanly() {
     assert!(!t.success);
     assert_eq!(
         t.error_message,
-        "[ERR_CODEBAY_TOOL_FAILED] Unknown tool 'rm_rf'. This session offers: run_code, create_code_context, list_code_contexts, restart_code_context, remove_code_context."
+        "[ERR_CODEBAY_TOOL_FAILED] Unknown tool 'rm_rf'. This session offers: run_code, create_code_context, list_code_contexts, restart_code_context, remove_code_context, write_file, read_file, list_files, remove_file."
     );
     let t = session
         .call_tool_now("run_code", &json!({"code": "1", "language": "cobol"}))

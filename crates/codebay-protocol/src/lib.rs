@@ -7,16 +7,22 @@
 //! - [`helper`]: the sandbox helper's control socket: config, requests, replies, the
 //!   order of the descriptors a spawn hands over, and the limits both sides check.
 //! - [`driver`]: the JSON lines between the engine and a runtime driver.
+//! - [`files`]: the paths a file operation may name, and the sandbox's file agent.
 //!
 //! Golden fixtures in `tests/fixtures/` hold the Rust types and the drivers
 //! (`runtimes/test_drivers.py`) to the same bytes.
 
 pub mod backend;
 pub mod driver;
+pub mod files;
 pub mod helper;
 pub mod tool;
 
 pub use backend::{BackendOutput, ErrorInfo, MimeBundle};
 pub use driver::{DriverMessage, DriverReply, DriverRequest};
+pub use files::{FileEntry, FileErrorCode, FileKind, FileReply, FileRequest};
 pub use helper::{CgroupInfo, HelperReply, HelperRequest, ReadOnlyBind, SandboxConfig, SpawnedFds};
-pub use tool::{CodeContext, ContextIdArgs, CreateContextArgs, McpToolResult, RunCodeArgs};
+pub use tool::{
+    CodeContext, ContextIdArgs, CreateContextArgs, FileEncoding, FilePathArgs, McpToolResult,
+    ReadFileArgs, RunCodeArgs, WriteFileArgs,
+};

@@ -12,6 +12,22 @@ pub const CREATE_CODE_CONTEXT: &str = "create_code_context";
 pub const LIST_CODE_CONTEXTS: &str = "list_code_contexts";
 pub const RESTART_CODE_CONTEXT: &str = "restart_code_context";
 pub const REMOVE_CODE_CONTEXT: &str = "remove_code_context";
+pub const WRITE_FILE: &str = "write_file";
+pub const READ_FILE: &str = "read_file";
+pub const LIST_FILES: &str = "list_files";
+pub const REMOVE_FILE: &str = "remove_file";
+/// Every tool a session serves, in the order an unknown-tool message lists them.
+pub const TOOLS: [&str; 9] = [
+    RUN_CODE,
+    CREATE_CODE_CONTEXT,
+    LIST_CODE_CONTEXTS,
+    RESTART_CODE_CONTEXT,
+    REMOVE_CODE_CONTEXT,
+    WRITE_FILE,
+    READ_FILE,
+    LIST_FILES,
+    REMOVE_FILE,
+];
 
 /// `run_code` arguments. Without options these are exactly `code`, `language` and
 /// `timeout_s`, as AgentBay's SDK sends them; `envs` and `context` are ours.
@@ -45,6 +61,42 @@ pub struct CreateContextArgs {
 #[serde(deny_unknown_fields)]
 pub struct ContextIdArgs {
     pub id: String,
+}
+
+/// How a file's bytes are carried in a tool's `data`: as text, or base64 for binary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileEncoding {
+    #[default]
+    Utf8,
+    Base64,
+}
+
+/// `write_file` arguments: replaces (or creates) the file, making missing directories.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteFileArgs {
+    pub path: String,
+    pub data: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<FileEncoding>,
+}
+
+/// `read_file` arguments; the answer's `data` is the content in `encoding` (text by
+/// default: a file that is not UTF-8 needs `base64`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadFileArgs {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<FileEncoding>,
+}
+
+/// `list_files` (answers a JSON array of `FileEntry`) and `remove_file` arguments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePathArgs {
+    pub path: String,
 }
 
 /// A code context as E2B names it: its own interpreter in the session's sandbox.

@@ -2,7 +2,8 @@
 
 use codebay_protocol::{
     BackendOutput, CodeContext, ContextIdArgs, CreateContextArgs, DriverMessage, DriverRequest,
-    HelperReply, HelperRequest, McpToolResult, RunCodeArgs, SandboxConfig,
+    FileEntry, FilePathArgs, FileReply, FileRequest, HelperReply, HelperRequest, McpToolResult,
+    ReadFileArgs, RunCodeArgs, SandboxConfig, WriteFileArgs,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -62,6 +63,24 @@ fn tool_messages_round_trip() {
             "code_context" => round_trip::<CodeContext>(t.message, "code context"),
             "tool_result" => round_trip::<McpToolResult>(t.message, "tool result"),
             "backend" => round_trip::<BackendOutput>(t.message, "backend"),
+            "write_file" => round_trip::<WriteFileArgs>(t.message, "write_file"),
+            "read_file" => round_trip::<ReadFileArgs>(t.message, "read_file"),
+            "file_path" => round_trip::<FilePathArgs>(t.message, "file path"),
+            "file_entries" => round_trip::<Vec<FileEntry>>(t.message, "file entries"),
+            other => panic!("unknown kind {other}"),
+        }
+    }
+}
+
+#[test]
+fn file_agent_messages_round_trip() {
+    let lines = lines("files.jsonl");
+    assert!(lines.len() >= 10);
+    for line in &lines {
+        let t: Tagged = serde_json::from_str(line).unwrap();
+        match t.kind.as_str() {
+            "request" => round_trip::<FileRequest>(t.message, "file request"),
+            "reply" => round_trip::<FileReply>(t.message, "file reply"),
             other => panic!("unknown kind {other}"),
         }
     }

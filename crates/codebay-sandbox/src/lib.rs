@@ -10,6 +10,9 @@
 //!   its own named by the request's context, fully confined before exec) and `kill`
 //!   (every process of a context's cgroup, wherever they moved in the process tree).
 //!
+//! - [`file_agent`] (inside, as the code's user): the same binary run by init to serve
+//!   the session's file operations, confined as the code is.
+//!
 //! The helper knows no language: the engine says what to execute. As a library it
 //! also gives the engine the one SCM_RIGHTS implementation both sides use,
 //! [`sys::send_with_fds`] and [`sys::recv_with_fds`].
@@ -24,6 +27,7 @@ pub mod cgroup;
 pub mod config;
 pub mod credentials;
 pub mod error;
+pub mod file_agent;
 pub mod id_range;
 pub mod init;
 pub mod ipc;

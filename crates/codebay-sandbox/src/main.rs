@@ -1,3 +1,12 @@
+use codebay_protocol::files::FILE_AGENT_ARG;
+
 fn main() {
+    // Inside the sandbox, run by init as the code's user: the session's file operations.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == FILE_AGENT_ARG)
+    {
+        std::process::exit(codebay_sandbox::file_agent::serve());
+    }
     std::process::exit(codebay_sandbox::supervisor::run());
 }

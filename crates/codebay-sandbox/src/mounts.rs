@@ -13,6 +13,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use codebay_protocol::files::FILE_AGENT_INSIDE;
 use codebay_protocol::helper::{is_under, tmpfs_inodes, DEV_SHM_BYTES, HOME, RUNTIMES_INSIDE};
 use codebay_protocol::SandboxConfig;
 
@@ -160,6 +161,10 @@ pub fn prepare(c: &SandboxConfig) -> Result<MountPlan, SandboxError> {
         add(&b.inside, Path::new(&b.host), true, ro)?;
     }
     add(RUNTIMES_INSIDE, Path::new(&c.runtimes_dir), true, ro)?;
+    // This binary, for init to run as the file agent (the code's user, confined).
+    let exe = std::env::current_exe()
+        .map_err(|e| m_err("cannot find the helper's own executable".into(), e))?;
+    add(FILE_AGENT_INSIDE, &exe, true, ro)?;
     add("/etc/ssl/certs", Path::new("/etc/ssl/certs"), false, ro)?;
     for n in DEV_NODES {
         let p = format!("/dev/{n}");

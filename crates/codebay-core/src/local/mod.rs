@@ -7,11 +7,13 @@
 //! - [`context`]: a code context: its interpreter, its FIFO queue, its task.
 //! - [`accounting`]: per-context cgroup counters (out-of-memory kills, refused forks).
 //! - [`output`]: capped capture of stdout/stderr, collected or streamed.
+//! - [`files`]: the session's files, through the sandbox's file agent.
 //! - [`session`]: the session on top of it all, as a `Session` and as a tool server.
 //! - [`pool`]: sessions built ahead.
 
 pub mod accounting;
 pub mod context;
+pub mod files;
 pub mod interpreter;
 pub mod interpreters;
 pub mod output;

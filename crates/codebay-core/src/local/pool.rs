@@ -133,12 +133,19 @@ pub async fn acquire(
     Ok(session)
 }
 
+/// A session with its interpreters started and its modules imported: what `create()`
+/// hands out, from the pool or not.
 async fn build(
     options: &SessionOptions,
     placement: &Placement,
 ) -> Result<LocalSession, CodebayError> {
     let session = LocalSession::create(options, placement).await?;
-    if let Err(err) = session.prewarm(&options.pool.prewarm).await {
+    // `prewarm` holds the languages of `preload` (SessionOptions::from_json).
+    let ready = match session.prewarm(&options.pool.prewarm).await {
+        Ok(()) => session.preload(&options.pool.preload).await,
+        Err(err) => Err(err),
+    };
+    if let Err(err) = ready {
         session.close().await;
         return Err(err);
     }

@@ -7,21 +7,25 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use base64::Engine as _;
 use codebay_protocol::helper::HOME;
 use codebay_protocol::tool::{
-    CREATE_CODE_CONTEXT, LIST_CODE_CONTEXTS, REMOVE_CODE_CONTEXT, RESTART_CODE_CONTEXT, RUN_CODE,
+    CREATE_CODE_CONTEXT, LIST_CODE_CONTEXTS, LIST_FILES, READ_FILE, REMOVE_CODE_CONTEXT,
+    REMOVE_FILE, RESTART_CODE_CONTEXT, RUN_CODE, TOOLS, WRITE_FILE,
 };
 use codebay_protocol::{
-    CodeContext, ContextIdArgs, CreateContextArgs, ErrorInfo, McpToolResult, ReadOnlyBind,
-    SandboxConfig,
+    CodeContext, ContextIdArgs, CreateContextArgs, ErrorInfo, FileEncoding, FileEntry,
+    FilePathArgs, McpToolResult, ReadFileArgs, ReadOnlyBind, SandboxConfig, WriteFileArgs,
 };
 use serde_json::Value;
 
 use super::context::{ContextHandle, Launch, RunJob, RunReport, Shared};
+use super::files::FileAgent;
 use super::interpreters;
 use super::sandbox::Sandbox;
 use crate::code::absolute_cwd;
 use crate::error::{CodebayError, ErrorCode, ErrorKind};
+use crate::files::placed;
 use crate::options::{SessionOptions, MIB};
 use crate::request::RunRequest;
 use crate::result::CodeExecutionResult;
@@ -55,6 +59,7 @@ struct Engine {
     contexts: Mutex<Contexts>,
     requests: AtomicU64,
     max_contexts: usize,
+    files: FileAgent,
 }
 
 #[derive(Default)]
@@ -148,6 +153,7 @@ impl LocalSession {
             contexts: Mutex::new(Contexts::default()),
             requests: AtomicU64::new(0),
             max_contexts: options.max_contexts,
+            files: FileAgent::default(),
         })))
     }
 
@@ -182,6 +188,55 @@ impl LocalSession {
                     format!("could not start {language}: {why}"),
                 )
             })?;
+        }
+        Ok(())
+    }
+
+    /// Imports `modules` (by canonical language name) in each language's default
+    /// interpreter, one run per module, in order. These runs are not the user's: they
+    /// bind no name, leave `_` alone and take back the execution count they used, so
+    /// the user's first run is still execution count 1 in `<cell-1>`. Their output is
+    /// dropped. A module that fails to import is an `ERR_CODEBAY_PRELOAD_FAILED` naming
+    /// it and the exception.
+    pub async fn preload(
+        &self,
+        modules: &BTreeMap<String, Vec<String>>,
+    ) -> Result<(), CodebayError> {
+        for (language, names) in modules {
+            for name in names {
+                let code = preload_code(language, name).ok_or_else(|| {
+                    CodebayError::error(
+                        ErrorCode::PreloadFailed,
+                        format!("preload: {language} modules cannot be preloaded"),
+                    )
+                })?;
+                let request = RunRequest {
+                    code,
+                    language: language.clone(),
+                    timeout_s: PRELOAD_TIMEOUT_S,
+                    envs: BTreeMap::new(),
+                    context: None,
+                };
+                let failed = |why: String| {
+                    CodebayError::error(
+                        ErrorCode::PreloadFailed,
+                        format!(
+                            "preload: the {language} module '{name}' could not be imported: {why}"
+                        ),
+                    )
+                };
+                let reply = self.start_run(request, RunControl::default()).await;
+                let report = reply.report.map_err(|e| failed(e.message))?;
+                if !report.success {
+                    let why = report
+                        .output
+                        .error
+                        .as_ref()
+                        .map(ErrorInfo::summary)
+                        .unwrap_or(report.output.execution_error);
+                    return Err(failed(why));
+                }
+            }
         }
         Ok(())
     }
@@ -410,7 +465,10 @@ impl LocalSession {
             CREATE_CODE_CONTEXT => match parse_args::<CreateContextArgs>(name, args)
                 .and_then(|a| self.create_code_context(&a.language, a.cwd.as_deref()))
             {
-                Ok(info) => json_ok(serde_json::to_string(&info).expect("serialises"), request_id),
+                Ok(info) => json_ok(
+                    serde_json::to_string(&info).expect("serialises"),
+                    request_id,
+                ),
                 Err(e) => failed(e, request_id),
             },
             LIST_CODE_CONTEXTS => json_ok(
@@ -433,12 +491,76 @@ impl LocalSession {
                     Err(e) => failed(e, request_id),
                 }
             }
+            WRITE_FILE | READ_FILE | LIST_FILES | REMOVE_FILE => {
+                let session = self.clone();
+                let (name, args) = (name.to_owned(), args.clone());
+                Box::pin(async move {
+                    match session.file_tool(&name, &args).await {
+                        Ok(data) => McpToolResult::ok(data, request_id),
+                        Err(e) => McpToolResult::failed(e.to_tool_message(), request_id),
+                    }
+                })
+            }
             other => failed(
-                CodebayError::error(ErrorCode::ToolFailed, format!(
-                    "Unknown tool '{other}'. This session offers: {RUN_CODE}, {CREATE_CODE_CONTEXT}, {LIST_CODE_CONTEXTS}, {RESTART_CODE_CONTEXT}, {REMOVE_CODE_CONTEXT}."
-                )),
+                CodebayError::error(
+                    ErrorCode::ToolFailed,
+                    format!(
+                        "Unknown tool '{other}'. This session offers: {}.",
+                        TOOLS.join(", ")
+                    ),
+                ),
                 request_id,
             ),
+        }
+    }
+
+    /// A file tool's answer (`data`): the file in the encoding asked for, a listing as
+    /// JSON, or `{}`.
+    async fn file_tool(&self, name: &str, args: &Value) -> Result<String, CodebayError> {
+        let b64 = &base64::engine::general_purpose::STANDARD;
+        match name {
+            WRITE_FILE => {
+                let a = parse_args::<WriteFileArgs>(name, args)?;
+                let data = match a.encoding.unwrap_or_default() {
+                    FileEncoding::Utf8 => a.data.into_bytes(),
+                    FileEncoding::Base64 => b64.decode(a.data.trim()).map_err(|e| {
+                        CodebayError::new(
+                            ErrorCode::InvalidArgument,
+                            ErrorKind::TypeError,
+                            format!("{name}: data is not base64: {e}"),
+                        )
+                    })?,
+                };
+                self.write_file(placed(&a.path)?, data).await?;
+                Ok("{}".into())
+            }
+            READ_FILE => {
+                let a = parse_args::<ReadFileArgs>(name, args)?;
+                let data = self.read_file(placed(&a.path)?).await?;
+                match a.encoding.unwrap_or_default() {
+                    FileEncoding::Base64 => Ok(b64.encode(data)),
+                    FileEncoding::Utf8 => String::from_utf8(data).map_err(|_| {
+                        CodebayError::new(
+                            ErrorCode::InvalidArgument,
+                            ErrorKind::TypeError,
+                            format!(
+                                "{}: the file is not UTF-8 text; read it with encoding 'base64'",
+                                a.path
+                            ),
+                        )
+                    }),
+                }
+            }
+            LIST_FILES => {
+                let a = parse_args::<FilePathArgs>(name, args)?;
+                let entries = self.list_files(placed(&a.path)?).await?;
+                Ok(serde_json::to_string(&entries).expect("serialises"))
+            }
+            _ => {
+                let a = parse_args::<FilePathArgs>(name, args)?;
+                self.remove_file(placed(&a.path)?).await?;
+                Ok("{}".into())
+            }
         }
     }
 
@@ -530,6 +652,31 @@ impl Session for LocalSession {
         })
     }
 
+    fn write_file(&self, path: String, data: Vec<u8>) -> BoxFuture<Result<(), CodebayError>> {
+        let engine = self.0.clone();
+        Box::pin(async move { engine.files.write(&engine.shared, path, data).await })
+    }
+
+    fn read_file(&self, path: String) -> BoxFuture<Result<Vec<u8>, CodebayError>> {
+        let engine = self.0.clone();
+        Box::pin(async move { engine.files.read(&engine.shared, path).await })
+    }
+
+    fn list_files(&self, path: String) -> BoxFuture<Result<Vec<FileEntry>, CodebayError>> {
+        let engine = self.0.clone();
+        Box::pin(async move { engine.files.list(&engine.shared, path).await })
+    }
+
+    fn remove_file(&self, path: String) -> BoxFuture<Result<(), CodebayError>> {
+        let engine = self.0.clone();
+        Box::pin(async move { engine.files.remove(&engine.shared, path).await })
+    }
+
+    fn file_exists(&self, path: String) -> BoxFuture<Result<bool, CodebayError>> {
+        let engine = self.0.clone();
+        Box::pin(async move { engine.files.exists(&engine.shared, path).await })
+    }
+
     fn close(&self) -> BoxFuture<()> {
         let session = self.clone();
         Box::pin(async move { session.close().await })
@@ -581,6 +728,37 @@ impl RunReply {
             }
         }
     }
+}
+
+/// How long importing one preloaded module may take.
+const PRELOAD_TIMEOUT_S: f64 = 120.0;
+
+/// The run that imports `module` in `language`'s interpreter, or None when the language
+/// has no preload. The Python run decrements the driver's execution count (`_State.count`
+/// in the frame that called the cell), so that it is not one of the user's runs; a
+/// driver without that counter only leaves the count one higher.
+fn preload_code(language: &str, module: &str) -> Option<String> {
+    if language != "python" || !crate::options::is_module_name(module) {
+        return None;
+    }
+    let module = serde_json::to_string(module).expect("a string serialises");
+    Some(format!(
+        r#"def __codebay_preload(name):
+    import importlib, sys
+    importlib.import_module(name)
+    frame = sys._getframe(1)
+    while frame is not None:
+        state = frame.f_globals.get('_State')
+        if frame.f_globals is not globals() and isinstance(getattr(state, 'count', None), int):
+            state.count -= 1
+            break
+        frame = frame.f_back
+try:
+    __codebay_preload({module})
+finally:
+    del __codebay_preload
+"#
+    ))
 }
 
 /// Why a run could not be queued, as a run's error.
