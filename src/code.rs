@@ -125,10 +125,8 @@ impl Code {
             let cwd = text("cwd")?;
             self.inner.create_context(&language, cwd.as_deref())
         };
-        match read() {
-            Ok(made) => errors::settle(env, async move { made.await.map(CodeContext::from) }),
-            Err(e) => errors::reject(env, &e),
-        }
+        let made = read().map(|made| async move { made.await.map(CodeContext::from) });
+        errors::settle_started(env, made)
     }
 
     /// The session's contexts: each language's default one and those created.
@@ -155,13 +153,10 @@ impl Code {
         env: &'env Env,
         context: Unknown,
     ) -> Result<PromiseRaw<'env, ()>> {
-        match context_id(&context) {
-            Ok(id) => {
-                let done = self.inner.restart_context(id);
-                errors::settle(env, done)
-            }
-            Err(e) => errors::reject(env, &e),
-        }
+        errors::settle_started(
+            env,
+            context_id(&context).map(|id| self.inner.restart_context(id)),
+        )
     }
 
     /// Ends the context after the runs queued before this; later runs in it fail.
@@ -174,13 +169,10 @@ impl Code {
         env: &'env Env,
         context: Unknown,
     ) -> Result<PromiseRaw<'env, ()>> {
-        match context_id(&context) {
-            Ok(id) => {
-                let done = self.inner.remove_context(id);
-                errors::settle(env, done)
-            }
-            Err(e) => errors::reject(env, &e),
-        }
+        errors::settle_started(
+            env,
+            context_id(&context).map(|id| self.inner.remove_context(id)),
+        )
     }
 }
 

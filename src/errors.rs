@@ -77,6 +77,22 @@ where
     unsafe { PromiseRaw::from_napi_value(env.raw(), promise.raw()) }
 }
 
+/// A promise for work that may have been refused before it started: settled by the
+/// work, or rejected with the refusal.
+pub fn settle_started<'env, T, F>(
+    env: &'env Env,
+    started: std::result::Result<F, CodebayError>,
+) -> Result<PromiseRaw<'env, T>>
+where
+    T: ToNapiValue + Send + 'static,
+    F: std::future::Future<Output = std::result::Result<T, CodebayError>> + Send + 'static,
+{
+    match started {
+        Ok(work) => settle(env, work),
+        Err(e) => reject(env, &e),
+    }
+}
+
 /// Whether `value` is of `kind` (an unreadable value is of no kind).
 pub fn is(value: &Unknown, kind: ValueType) -> bool {
     matches!(value.get_type(), Ok(t) if t == kind)

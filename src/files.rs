@@ -80,10 +80,7 @@ impl Files {
             let bytes = bytes_of(&data)?;
             self.inner.write(&path, bytes)
         });
-        match started {
-            Ok(done) => errors::settle(env, done),
-            Err(e) => errors::reject(env, &e),
-        }
+        errors::settle_started(env, started)
     }
 
     /// The file's bytes, or its text with `{ format: 'text' }` (UTF-8; invalid
@@ -103,17 +100,15 @@ impl Files {
             let text = text_format(env, &options)?;
             Ok((self.inner.read(&path)?, text))
         });
-        match started {
-            Ok((read, text)) => errors::settle(env, async move {
-                let bytes = read.await?;
-                Ok(if text {
-                    Either::B(String::from_utf8_lossy(&bytes).into_owned())
-                } else {
-                    Either::A(Buffer::from(bytes))
-                })
-            }),
-            Err(e) => errors::reject(env, &e),
-        }
+        let reading = started.map(|(read, text)| async move {
+            let bytes = read.await?;
+            Ok(if text {
+                Either::B(String::from_utf8_lossy(&bytes).into_owned())
+            } else {
+                Either::A(Buffer::from(bytes))
+            })
+        });
+        errors::settle_started(env, reading)
     }
 
     /// The entries of a directory (default `/home/user`), sorted by name.
@@ -131,30 +126,28 @@ impl Files {
         } else {
             path_of(&path, "list")
         };
-        match path.and_then(|p| self.inner.list(&p)) {
-            Ok(list) => errors::settle(env, async move {
-                Ok(list.await?.into_iter().map(FileEntry::from).collect())
-            }),
-            Err(e) => errors::reject(env, &e),
-        }
+        let listing = path
+            .and_then(|p| self.inner.list(&p))
+            .map(|list| async move { Ok(list.await?.into_iter().map(FileEntry::from).collect()) });
+        errors::settle_started(env, listing)
     }
 
     /// Removes a file, or a directory with everything in it.
     #[napi(ts_args_type = "path: string", ts_return_type = "Promise<void>")]
     pub fn remove<'env>(&self, env: &'env Env, path: Unknown) -> Result<PromiseRaw<'env, ()>> {
-        match path_of(&path, "remove").and_then(|p| self.inner.remove(&p)) {
-            Ok(done) => errors::settle(env, done),
-            Err(e) => errors::reject(env, &e),
-        }
+        errors::settle_started(
+            env,
+            path_of(&path, "remove").and_then(|p| self.inner.remove(&p)),
+        )
     }
 
     /// Whether something is at the path (a symlink that leads out is refused, not false).
     #[napi(ts_args_type = "path: string", ts_return_type = "Promise<boolean>")]
     pub fn exists<'env>(&self, env: &'env Env, path: Unknown) -> Result<PromiseRaw<'env, bool>> {
-        match path_of(&path, "exists").and_then(|p| self.inner.exists(&p)) {
-            Ok(found) => errors::settle(env, found),
-            Err(e) => errors::reject(env, &e),
-        }
+        errors::settle_started(
+            env,
+            path_of(&path, "exists").and_then(|p| self.inner.exists(&p)),
+        )
     }
 }
 

@@ -70,13 +70,11 @@ impl LocalSession {
                 ),
             )),
         };
-        match options {
-            Ok(options) => errors::settle(env, async move {
-                let inner = codebay_core::local::pool::acquire(options, placement).await?;
-                Ok(LocalSession { inner })
-            }),
-            Err(e) => errors::reject(env, &e),
-        }
+        let creating = options.map(|options| async move {
+            let inner = codebay_core::local::pool::acquire(options, placement).await?;
+            Ok(LocalSession { inner })
+        });
+        errors::settle_started(env, creating)
     }
 
     /// Closes every idle sandbox the pool holds (over all option sets) and resolves

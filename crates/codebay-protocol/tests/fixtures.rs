@@ -37,53 +37,50 @@ struct Tagged<'a> {
     message: &'a RawValue,
 }
 
-#[test]
-fn helper_messages_round_trip() {
-    let lines = lines("helper.jsonl");
-    assert!(lines.len() >= 8);
+/// Calls `check` with each line's kind and message, after checking there are `at_least`.
+fn each_tagged(file: &str, at_least: usize, check: impl Fn(&str, &RawValue)) {
+    let lines = lines(file);
+    assert!(lines.len() >= at_least, "{file} has {} lines", lines.len());
     for line in &lines {
         let t: Tagged = serde_json::from_str(line).unwrap();
-        match t.kind.as_str() {
-            "config" => round_trip::<SandboxConfig>(t.message, "config"),
-            "request" => round_trip::<HelperRequest>(t.message, "request"),
-            "reply" => round_trip::<HelperReply>(t.message, "reply"),
-            other => panic!("unknown kind {other}"),
-        }
+        check(&t.kind, t.message);
     }
+}
+
+#[test]
+fn helper_messages_round_trip() {
+    each_tagged("helper.jsonl", 8, |kind, message| match kind {
+        "config" => round_trip::<SandboxConfig>(message, "config"),
+        "request" => round_trip::<HelperRequest>(message, "request"),
+        "reply" => round_trip::<HelperReply>(message, "reply"),
+        other => panic!("unknown kind {other}"),
+    });
 }
 
 #[test]
 fn tool_messages_round_trip() {
-    for line in &lines("tool.jsonl") {
-        let t: Tagged = serde_json::from_str(line).unwrap();
-        match t.kind.as_str() {
-            "run_code" => round_trip::<RunCodeArgs>(t.message, "run_code"),
-            "create_code_context" => round_trip::<CreateContextArgs>(t.message, "create"),
-            "context_id" => round_trip::<ContextIdArgs>(t.message, "context id"),
-            "code_context" => round_trip::<CodeContext>(t.message, "code context"),
-            "tool_result" => round_trip::<McpToolResult>(t.message, "tool result"),
-            "backend" => round_trip::<BackendOutput>(t.message, "backend"),
-            "write_file" => round_trip::<WriteFileArgs>(t.message, "write_file"),
-            "read_file" => round_trip::<ReadFileArgs>(t.message, "read_file"),
-            "file_path" => round_trip::<FilePathArgs>(t.message, "file path"),
-            "file_entries" => round_trip::<Vec<FileEntry>>(t.message, "file entries"),
-            other => panic!("unknown kind {other}"),
-        }
-    }
+    each_tagged("tool.jsonl", 1, |kind, message| match kind {
+        "run_code" => round_trip::<RunCodeArgs>(message, "run_code"),
+        "create_code_context" => round_trip::<CreateContextArgs>(message, "create"),
+        "context_id" => round_trip::<ContextIdArgs>(message, "context id"),
+        "code_context" => round_trip::<CodeContext>(message, "code context"),
+        "tool_result" => round_trip::<McpToolResult>(message, "tool result"),
+        "backend" => round_trip::<BackendOutput>(message, "backend"),
+        "write_file" => round_trip::<WriteFileArgs>(message, "write_file"),
+        "read_file" => round_trip::<ReadFileArgs>(message, "read_file"),
+        "file_path" => round_trip::<FilePathArgs>(message, "file path"),
+        "file_entries" => round_trip::<Vec<FileEntry>>(message, "file entries"),
+        other => panic!("unknown kind {other}"),
+    });
 }
 
 #[test]
 fn file_agent_messages_round_trip() {
-    let lines = lines("files.jsonl");
-    assert!(lines.len() >= 10);
-    for line in &lines {
-        let t: Tagged = serde_json::from_str(line).unwrap();
-        match t.kind.as_str() {
-            "request" => round_trip::<FileRequest>(t.message, "file request"),
-            "reply" => round_trip::<FileReply>(t.message, "file reply"),
-            other => panic!("unknown kind {other}"),
-        }
-    }
+    each_tagged("files.jsonl", 10, |kind, message| match kind {
+        "request" => round_trip::<FileRequest>(message, "file request"),
+        "reply" => round_trip::<FileReply>(message, "file reply"),
+        other => panic!("unknown kind {other}"),
+    });
 }
 
 #[derive(Deserialize)]

@@ -45,24 +45,14 @@ impl FileAgent {
         path: String,
         data: Vec<u8>,
     ) -> Result<(), CodebayError> {
-        let request = FileRequest::Write {
-            id: random_id(),
-            path,
-            size: data.len() as u64,
-        };
-        done(self.call(shared, request, &data).await?)
+        let size = data.len() as u64;
+        let answer = self.call(shared, |id| FileRequest::Write { id, path, size }, &data);
+        done(answer.await?)
     }
 
     pub async fn read(&self, shared: &Arc<Shared>, path: String) -> Result<Vec<u8>, CodebayError> {
         match self
-            .call(
-                shared,
-                FileRequest::Read {
-                    id: random_id(),
-                    path,
-                },
-                &[],
-            )
+            .call(shared, |id| FileRequest::Read { id, path }, &[])
             .await?
         {
             (FileReply::Done { .. }, data) => Ok(data),
@@ -76,14 +66,7 @@ impl FileAgent {
         path: String,
     ) -> Result<Vec<FileEntry>, CodebayError> {
         match self
-            .call(
-                shared,
-                FileRequest::List {
-                    id: random_id(),
-                    path,
-                },
-                &[],
-            )
+            .call(shared, |id| FileRequest::List { id, path }, &[])
             .await?
         {
             (FileReply::Entries { entries, .. }, _) => Ok(entries),
@@ -93,28 +76,14 @@ impl FileAgent {
 
     pub async fn remove(&self, shared: &Arc<Shared>, path: String) -> Result<(), CodebayError> {
         done(
-            self.call(
-                shared,
-                FileRequest::Remove {
-                    id: random_id(),
-                    path,
-                },
-                &[],
-            )
-            .await?,
+            self.call(shared, |id| FileRequest::Remove { id, path }, &[])
+                .await?,
         )
     }
 
     pub async fn exists(&self, shared: &Arc<Shared>, path: String) -> Result<bool, CodebayError> {
         match self
-            .call(
-                shared,
-                FileRequest::Exists {
-                    id: random_id(),
-                    path,
-                },
-                &[],
-            )
+            .call(shared, |id| FileRequest::Exists { id, path }, &[])
             .await?
         {
             (FileReply::Exists { exists, .. }, _) => Ok(exists),
@@ -122,12 +91,15 @@ impl FileAgent {
         }
     }
 
+    /// Sends the request `make` builds around a fresh id (with `data` after it) and
+    /// waits for its answer.
     async fn call(
         &self,
         shared: &Arc<Shared>,
-        request: FileRequest,
+        make: impl FnOnce(u64) -> FileRequest,
         data: &[u8],
     ) -> Result<Answer, CodebayError> {
+        let request = make(random_id());
         if shared.is_closed() {
             return Err(CodebayError::error(
                 ErrorCode::SessionClosed,
