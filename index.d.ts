@@ -29,6 +29,9 @@ export type CodebayErrorCode =
   | 'ERR_CODEBAY_NOT_A_FILE'
   | 'ERR_CODEBAY_NO_SPACE'
   | 'ERR_CODEBAY_FILE_FAILED'
+  | 'ERR_CODEBAY_NO_API_KEY'
+  | 'ERR_CODEBAY_NOT_SUPPORTED'
+  | 'ERR_CODEBAY_REMOTE_FAILED'
 
 /** An `Error`, `TypeError` or `RangeError` thrown by codebay. */
 export interface CodebayError extends Error {
@@ -91,6 +94,38 @@ export interface LocalSessionOptions {
    * `ERR_CODEBAY_PRELOAD_FAILED`. Python only (`py` and `python3` are accepted as keys).
    */
   preload?: { python?: string[]; py?: string[]; python3?: string[] }
+}
+
+/**
+ * Options of `AgentBaySession.create()`. Every field is optional; what is left out
+ * comes from the environment, then AgentBay's defaults.
+ */
+export interface AgentBaySessionOptions {
+  /** The AgentBay API key. Default: `AGENTBAY_API_KEY`; without either, `create()` rejects with `ERR_CODEBAY_NO_API_KEY`. */
+  apiKey?: string
+  /**
+   * The OpenAPI endpoint: a host (called over HTTPS) or an `http(s)://host[:port]` URL.
+   * Default: `AGENTBAY_ENDPOINT`, else `wuyingai.cn-shanghai.aliyuncs.com`.
+   */
+  endpoint?: string
+  /** The cloud image. Default `code_latest`, the one that serves `run_code`. */
+  imageId?: string
+  /** Labels of the cloud session, sent as JSON text. */
+  labels?: Record<string, string>
+  /** Each request's timeout in milliseconds (connect and answer). Default: `AGENTBAY_TIMEOUT_MS`, else 60000. */
+  timeoutMs?: number
+}
+
+/** Options of `AgentBaySession.attach()`: an existing cloud session by its id. */
+export interface AgentBayAttachOptions {
+  /** Default: `AGENTBAY_API_KEY`. */
+  apiKey?: string
+  /** The cloud session's id (`getSessionId()` of the session that created it). */
+  sessionId: string
+  /** Default: `AGENTBAY_ENDPOINT`, else `wuyingai.cn-shanghai.aliyuncs.com`. */
+  endpoint?: string
+  /** Default: `AGENTBAY_TIMEOUT_MS`, else 60000. */
+  timeoutMs?: number
 }
 
 /**
@@ -235,6 +270,42 @@ export interface VegaSpec {
  * can point the loader at a WASI artifact this package does not build itself.
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
+
+/**
+ * A session in AgentBay's cloud (the `code_latest` image): the same `Code` as a
+ * `LocalSession`, over AgentBay's OpenAPI.
+ */
+export declare class AgentBaySession {
+  /**
+   * Creates a cloud session (`CreateMcpSession`). Rejects with `ERR_CODEBAY_NO_API_KEY`
+   * before any request when there is no key, with `ERR_CODEBAY_INVALID_OPTION` for a
+   * bad option, and with `ERR_CODEBAY_REMOTE_FAILED` when the cloud refuses
+   * (`[Code] Message`), does not answer within `timeoutMs`, or cannot be reached.
+   */
+  static create(options?: AgentBaySessionOptions | undefined | null): Promise<AgentBaySession>
+  /** Uses an existing cloud session; nothing is sent until it is used. */
+  static attach(options: AgentBayAttachOptions): Promise<AgentBaySession>
+  /** A `Code` over this session: `runCode` sends `{ code, language, timeout_s }`. */
+  get code(): Code
+  /** The cloud session's files, through its filesystem tools (text only). */
+  get files(): Files
+  /** The cloud session's web view (empty for an attached session). */
+  get resourceUrl(): string
+  /**
+   * One `CallMcpTool`. Never rejects: a refusal, a timeout or a network failure is a
+   * result with `success: false` and an `errorMessage` that names it.
+   */
+  callMcpTool(toolName: string, args: any, autoGenSession?: boolean): Promise<McpToolResult>
+  /** The API key the session calls with. */
+  getAPIKey(): string
+  getSessionId(): string
+  /** Releases the cloud session (`ReleaseMcpSession`). Idempotent; never rejects. */
+  delete(): Promise<DeleteResult>
+  /** `delete()`. */
+  close(): Promise<DeleteResult>
+  /** Names the session and where it is, never the key. */
+  toString(): string
+}
 
 /** Runs code in a session: `new Code(session).runCode(code, language, timeoutS?, options?)`. */
 export declare class Code {
@@ -408,6 +479,13 @@ export interface CodeExecutionResultItem {
   chart?: Chart | VegaSpec
   /** True for the value of the cell's last expression. */
   isMainResult?: boolean
+}
+
+/** What `delete()` resolves with (AgentBay's `DeleteResult`). */
+export interface DeleteResult {
+  requestId: string
+  success: boolean
+  errorMessage?: string
 }
 
 /** One entry of `files.list()`. */

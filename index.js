@@ -835,6 +835,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.AgentBaySession = nativeBinding.AgentBaySession
 module.exports.Code = nativeBinding.Code
 module.exports.Files = nativeBinding.Files
 module.exports.LocalSession = nativeBinding.LocalSession

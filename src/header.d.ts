@@ -29,6 +29,9 @@ export type CodebayErrorCode =
   | 'ERR_CODEBAY_NOT_A_FILE'
   | 'ERR_CODEBAY_NO_SPACE'
   | 'ERR_CODEBAY_FILE_FAILED'
+  | 'ERR_CODEBAY_NO_API_KEY'
+  | 'ERR_CODEBAY_NOT_SUPPORTED'
+  | 'ERR_CODEBAY_REMOTE_FAILED'
 
 /** An `Error`, `TypeError` or `RangeError` thrown by codebay. */
 export interface CodebayError extends Error {
@@ -91,6 +94,38 @@ export interface LocalSessionOptions {
    * `ERR_CODEBAY_PRELOAD_FAILED`. Python only (`py` and `python3` are accepted as keys).
    */
   preload?: { python?: string[]; py?: string[]; python3?: string[] }
+}
+
+/**
+ * Options of `AgentBaySession.create()`. Every field is optional; what is left out
+ * comes from the environment, then AgentBay's defaults.
+ */
+export interface AgentBaySessionOptions {
+  /** The AgentBay API key. Default: `AGENTBAY_API_KEY`; without either, `create()` rejects with `ERR_CODEBAY_NO_API_KEY`. */
+  apiKey?: string
+  /**
+   * The OpenAPI endpoint: a host (called over HTTPS) or an `http(s)://host[:port]` URL.
+   * Default: `AGENTBAY_ENDPOINT`, else `wuyingai.cn-shanghai.aliyuncs.com`.
+   */
+  endpoint?: string
+  /** The cloud image. Default `code_latest`, the one that serves `run_code`. */
+  imageId?: string
+  /** Labels of the cloud session, sent as JSON text. */
+  labels?: Record<string, string>
+  /** Each request's timeout in milliseconds (connect and answer). Default: `AGENTBAY_TIMEOUT_MS`, else 60000. */
+  timeoutMs?: number
+}
+
+/** Options of `AgentBaySession.attach()`: an existing cloud session by its id. */
+export interface AgentBayAttachOptions {
+  /** Default: `AGENTBAY_API_KEY`. */
+  apiKey?: string
+  /** The cloud session's id (`getSessionId()` of the session that created it). */
+  sessionId: string
+  /** Default: `AGENTBAY_ENDPOINT`, else `wuyingai.cn-shanghai.aliyuncs.com`. */
+  endpoint?: string
+  /** Default: `AGENTBAY_TIMEOUT_MS`, else 60000. */
+  timeoutMs?: number
 }
 
 /**

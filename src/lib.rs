@@ -1,7 +1,9 @@
 //! napi bindings only: each item converts JavaScript values to `codebay_core` types,
 //! calls the core, and converts back. Logic lives in `crates/codebay-core`.
 
+mod agentbay_session;
 mod code;
+mod convert;
 mod errors;
 mod files;
 mod js_session;
@@ -11,6 +13,7 @@ mod runtimes;
 mod sink;
 mod types;
 
+pub use agentbay_session::{AgentBaySession, DeleteResult};
 pub use code::Code;
 pub use files::{FileEntry, Files};
 pub use local_session::LocalSession;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use codebay_core::{CodebayError, Placement, Registry, SessionOptions};
+use codebay_core::{Placement, Registry, SessionOptions};
 
 use crate::code::Code;
 use crate::errors;
@@ -35,41 +35,8 @@ impl LocalSession {
         options: Unknown,
     ) -> Result<PromiseRaw<'env, LocalSession>> {
         let placement = placement();
-        let options = match options.get_type()? {
-            ValueType::Undefined | ValueType::Null => {
-                SessionOptions::from_json(&serde_json::Value::Null, &placement.registry)
-            }
-            ValueType::Object if errors::is_array(&options) => Err(CodebayError::new(
-                codebay_core::ErrorCode::InvalidOption,
-                codebay_core::ErrorKind::TypeError,
-                "LocalSession.create takes an options object, got an array".to_owned(),
-            )),
-            ValueType::Object => match non_finite_option(env, &options) {
-                Some(e) => Err(e),
-                // SAFETY: a live object of this env.
-                None => {
-                    match unsafe { serde_json::Value::from_napi_value(env.raw(), options.raw()) } {
-                        Ok(value) => SessionOptions::from_json(&value, &placement.registry),
-                        Err(e) => Err(CodebayError::new(
-                            codebay_core::ErrorCode::InvalidOption,
-                            codebay_core::ErrorKind::TypeError,
-                            format!(
-                                "LocalSession.create options must be plain data: {}",
-                                e.reason
-                            ),
-                        )),
-                    }
-                }
-            },
-            other => Err(CodebayError::new(
-                codebay_core::ErrorCode::InvalidOption,
-                codebay_core::ErrorKind::TypeError,
-                format!(
-                    "LocalSession.create takes an options object, got {}",
-                    crate::code::type_name(other)
-                ),
-            )),
-        };
+        let options = crate::convert::options_value(env, &options, "LocalSession.create")
+            .and_then(|value| SessionOptions::from_json(&value, &placement.registry));
         let creating = options.map(|options| async move {
             let inner = codebay_core::local::pool::acquire(options, placement).await?;
             Ok(LocalSession { inner })
@@ -112,28 +79,9 @@ impl LocalSession {
         args: Unknown,
         _auto_gen_session: Unknown,
     ) -> Result<PromiseRaw<'env, McpToolResult>> {
-        // Read by hand: a tool server answers bad input with a failed result, never a throw.
-        let tool_name = match tool_name.get_type()? {
-            // SAFETY: just checked to be a string of this env.
-            ValueType::String => unsafe { String::from_napi_value(env.raw(), tool_name.raw())? },
-            _ => {
-                let refused = self.inner.refuse("The tool name must be a string.".into());
-                return PromiseRaw::resolve(env, refused.into());
-            }
-        };
-        let args = match args.get_type()? {
-            ValueType::Undefined => serde_json::Value::Object(Default::default()),
-            // SAFETY: converting a live value of this env; a failure is handled below.
-            _ => match unsafe { serde_json::Value::from_napi_value(env.raw(), args.raw()) } {
-                Ok(args) => args,
-                Err(e) => {
-                    let message = format!(
-                        "The arguments of '{tool_name}' must be JSON data: {}.",
-                        e.reason
-                    );
-                    return PromiseRaw::resolve(env, self.inner.refuse(message).into());
-                }
-            },
+        let (tool_name, args) = match crate::convert::tool_call(env, &tool_name, &args)? {
+            Ok(call) => call,
+            Err(refusal) => return PromiseRaw::resolve(env, self.inner.refuse(refusal).into()),
         };
         // Called synchronously so that runs are queued in the order of these calls.
         let call = self.inner.call_tool_now(&tool_name, &args);
@@ -158,29 +106,6 @@ impl LocalSession {
     pub async fn close(&self) {
         self.inner.close().await
     }
-}
-
-/// JSON has no NaN or Infinity, so a number option that is one is named here, before
-/// the conversion would fail with a message that names nothing.
-fn non_finite_option(env: &Env, options: &Unknown) -> Option<CodebayError> {
-    // SAFETY: a live object of this env.
-    let object = unsafe { Object::from_napi_value(env.raw(), options.raw()) }.ok()?;
-    for key in Object::keys(&object).ok()? {
-        let value: Unknown = object.get_named_property(&key).ok()?;
-        if !errors::is(&value, ValueType::Number) {
-            continue;
-        }
-        // SAFETY: checked to be a number of this env.
-        let n = unsafe { f64::from_napi_value(env.raw(), value.raw()) }.ok()?;
-        if !n.is_finite() {
-            return Some(CodebayError::new(
-                codebay_core::ErrorCode::InvalidOption,
-                codebay_core::ErrorKind::RangeError,
-                format!("{key} must be a finite number, got {n}"),
-            ));
-        }
-    }
-    None
 }
 
 /// Where this package's parts are: the helper and the drivers beside the addon.

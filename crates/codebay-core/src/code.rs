@@ -73,6 +73,7 @@ impl Code {
             }
             request = request.in_context(Some(id));
         }
+        self.session.check_run(&request)?;
         if options.control.cancel.is_cancelled() {
             return Ok(Box::pin(async {
                 CodeExecutionResult::aborted(String::new(), false)

@@ -45,10 +45,17 @@ pub enum ErrorCode {
     NoSpace,
     /// A file operation failed for another reason (named in the message).
     FileFailed,
+    /// A remote session needs an API key and none was given or set in the environment.
+    NoApiKey,
+    /// The session cannot do this (a cloud session has no code contexts).
+    NotSupported,
+    /// A remote service refused or failed a request that is not a run (creating a
+    /// cloud session); the message names what happened.
+    RemoteFailed,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::InvalidOption,
         ErrorCode::InvalidArgument,
         ErrorCode::UnsupportedLanguage,
@@ -65,6 +72,9 @@ impl ErrorCode {
         ErrorCode::NotAFile,
         ErrorCode::NoSpace,
         ErrorCode::FileFailed,
+        ErrorCode::NoApiKey,
+        ErrorCode::NotSupported,
+        ErrorCode::RemoteFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -85,6 +95,9 @@ impl ErrorCode {
             ErrorCode::NotAFile => "ERR_CODEBAY_NOT_A_FILE",
             ErrorCode::NoSpace => "ERR_CODEBAY_NO_SPACE",
             ErrorCode::FileFailed => "ERR_CODEBAY_FILE_FAILED",
+            ErrorCode::NoApiKey => "ERR_CODEBAY_NO_API_KEY",
+            ErrorCode::NotSupported => "ERR_CODEBAY_NOT_SUPPORTED",
+            ErrorCode::RemoteFailed => "ERR_CODEBAY_REMOTE_FAILED",
         }
     }
 

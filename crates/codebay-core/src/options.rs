@@ -360,11 +360,13 @@ fn wrong_type(name: &str, want: &str, got: &Value) -> CodebayError {
     type_error(format!("{name} must be {want}, got {}", json_kind(got)))
 }
 
-fn type_error(message: String) -> CodebayError {
+/// An option of the wrong type (`ERR_CODEBAY_INVALID_OPTION`, a `TypeError`).
+pub fn type_error(message: String) -> CodebayError {
     CodebayError::new(ErrorCode::InvalidOption, ErrorKind::TypeError, message)
 }
 
-fn range_error(message: String) -> CodebayError {
+/// An option out of range (`ERR_CODEBAY_INVALID_OPTION`, a `RangeError`).
+pub fn range_error(message: String) -> CodebayError {
     CodebayError::new(ErrorCode::InvalidOption, ErrorKind::RangeError, message)
 }
 

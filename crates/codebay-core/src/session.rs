@@ -101,6 +101,12 @@ pub trait Session: Send + Sync + 'static {
     /// form); a tool that answered, even with a failure, is `Ok`.
     fn call_tool(&self, name: &str, args: Value) -> BoxFuture<Result<McpToolResult, String>>;
 
+    /// Refuses a run this session cannot honour (an option it has no way to send),
+    /// before anything is sent: `runCode` rejects with the error.
+    fn check_run(&self, _request: &RunRequest) -> Result<(), CodebayError> {
+        Ok(())
+    }
+
     /// Runs checked code. Called synchronously where the run's place in its context's
     /// queue matters: a session queues it now, in call order. The default goes through
     /// `run_code`, with `Code`'s deadline, and replays the output to the sink at the end.

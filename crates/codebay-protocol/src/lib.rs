@@ -8,10 +8,12 @@
 //!   order of the descriptors a spawn hands over, and the limits both sides check.
 //! - [`driver`]: the JSON lines between the engine and a runtime driver.
 //! - [`files`]: the paths a file operation may name, and the sandbox's file agent.
+//! - [`agentbay`]: AgentBay's OpenAPI (query, forms, answers), as its public SDK sends it.
 //!
 //! Golden fixtures in `tests/fixtures/` hold the Rust types and the drivers
 //! (`runtimes/test_drivers.py`) to the same bytes.
 
+pub mod agentbay;
 pub mod backend;
 pub mod driver;
 pub mod files;

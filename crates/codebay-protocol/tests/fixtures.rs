@@ -125,3 +125,42 @@ fn driver_exchanges_round_trip() {
         }
     }
 }
+
+#[derive(Deserialize)]
+struct Encoded<'a> {
+    kind: String,
+    #[serde(borrow)]
+    message: &'a RawValue,
+    encoded: Option<String>,
+}
+
+/// Round-trips `raw` as `T` and checks that it form-encodes to `encoded`, the bytes
+/// the remote session sends.
+fn form_round_trip<T: DeserializeOwned + Serialize>(raw: &RawValue, encoded: &Option<String>) {
+    round_trip::<T>(raw, "agentbay form");
+    let value: T = serde_json::from_str(raw.get()).unwrap();
+    let expected = encoded
+        .as_deref()
+        .expect("a form line has its encoded bytes");
+    assert_eq!(serde_urlencoded::to_string(&value).unwrap(), expected);
+}
+
+#[test]
+fn agentbay_messages_round_trip_and_encode_as_the_sdk_sends_them() {
+    use codebay_protocol::agentbay::*;
+    let lines = lines("agentbay.jsonl");
+    assert!(lines.len() >= 8);
+    for line in &lines {
+        let l: Encoded = serde_json::from_str(line).unwrap();
+        match l.kind.as_str() {
+            "query" => form_round_trip::<CommonQuery>(l.message, &l.encoded),
+            "create_form" => form_round_trip::<CreateMcpSessionForm>(l.message, &l.encoded),
+            "call_form" => form_round_trip::<CallMcpToolForm>(l.message, &l.encoded),
+            "release_form" => form_round_trip::<ReleaseMcpSessionForm>(l.message, &l.encoded),
+            "envelope" => round_trip::<ApiEnvelope>(l.message, "envelope"),
+            "create_data" => round_trip::<CreateMcpSessionData>(l.message, "create data"),
+            "call_data" => round_trip::<McpCallData>(l.message, "call data"),
+            other => panic!("unknown kind {other}"),
+        }
+    }
+}

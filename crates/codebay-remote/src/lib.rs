@@ -1,0 +1,5 @@
+//! codebay's sessions over HTTP (reqwest with rustls): [`agentbay`], AgentBay's cloud.
+
+pub mod agentbay;
+
+pub use agentbay::{AgentBaySession, DeleteResult};
