@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use codebay_protocol::helper::{MIN_MEMORY_BYTES, MIN_PROCESSES};
+use codebay_protocol::ResourceLimits;
 use serde_json::{Map, Value};
 
 pub use codebay_protocol::tool::json_kind;
@@ -43,6 +44,11 @@ pub struct SessionOptions {
     /// Code contexts made with `createCodeContext` at once.
     pub max_contexts: usize,
     pub pool: PoolOptions,
+    /// The cgroup to make the session's cgroups under (`cgroupParent`, else
+    /// `CODEBAY_CGROUP_PARENT` when the session is built).
+    pub cgroup_parent: Option<String>,
+    /// `rlimits` only when asked for: never a fallback.
+    pub resource_limits: ResourceLimits,
 }
 
 /// How many sessions to keep built ahead, and which interpreters to start in them.
@@ -77,12 +83,14 @@ impl Default for SessionOptions {
                 prewarm: vec!["python".into()],
                 preload: BTreeMap::new(),
             },
+            cgroup_parent: None,
+            resource_limits: ResourceLimits::Cgroup,
         }
     }
 }
 
 /// Every option, as users spell it.
-pub const OPTION_NAMES: [&str; 13] = [
+pub const OPTION_NAMES: [&str; 15] = [
     "memoryBytes",
     "maxProcesses",
     "cpuCores",
@@ -96,6 +104,8 @@ pub const OPTION_NAMES: [&str; 13] = [
     "poolSize",
     "prewarm",
     "preload",
+    "cgroupParent",
+    "resourceLimits",
 ];
 
 /// The languages whose modules `preload` can import. JavaScript is not one: a fresh
@@ -192,6 +202,21 @@ impl SessionOptions {
         if let Some(v) = given("preload") {
             o.pool.preload = preload(v, registry)?;
         }
+        if let Some(v) = given("cgroupParent") {
+            o.cgroup_parent = Some(cgroup_parent(v)?);
+        }
+        if let Some(v) = given("resourceLimits") {
+            o.resource_limits = match v.as_str() {
+                Some("cgroup") => ResourceLimits::Cgroup,
+                Some("rlimits") => ResourceLimits::Rlimits,
+                Some(other) => {
+                    return Err(range_error(format!(
+                        "resourceLimits must be 'cgroup' or 'rlimits', got {other:?}"
+                    )))
+                }
+                None => return Err(wrong_type("resourceLimits", "'cgroup' or 'rlimits'", v)),
+            };
+        }
         // A module is imported in the default interpreter, so that interpreter is
         // started ahead too.
         for language in o.pool.preload.keys() {
@@ -201,6 +226,25 @@ impl SessionOptions {
         }
         Ok(o)
     }
+}
+
+/// A cgroup path from each hierarchy's root (`/codebay-alice`, `codebay-alice` or
+/// `/user.slice/codebay`): names of `[A-Za-z0-9_.@:-]`, no `.` or `..`.
+pub fn cgroup_parent(v: &Value) -> Result<String, CodebayError> {
+    let Some(path) = v.as_str() else {
+        return Err(wrong_type("cgroupParent", "a cgroup path such as '/codebay-alice'", v));
+    };
+    let names: Vec<&str> = path.split('/').filter(|n| !n.is_empty()).collect();
+    let fine = |n: &&str| {
+        *n != "." && *n != ".." && n.len() <= 255
+            && n.chars().all(|c| c.is_ascii_alphanumeric() || "_.@:-".contains(c))
+    };
+    if names.is_empty() || !names.iter().all(fine) {
+        return Err(range_error(format!(
+            "cgroupParent must be a cgroup path such as '/codebay-alice' (names of letters, digits and _.@:-), got {path:?}"
+        )));
+    }
+    Ok(format!("/{}", names.join("/")))
 }
 
 /// `preload`: `{ python: ['pandas', 'matplotlib.pyplot'] }`, language names or aliases

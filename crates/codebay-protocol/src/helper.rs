@@ -71,6 +71,31 @@ pub struct SandboxConfig {
     pub env: BTreeMap<String, String>,
     pub max_open_files: u64,
     pub max_file_bytes: u64,
+    /// The cgroup (a path from each hierarchy's root) the session's cgroups are made
+    /// under; none: `codebay` at the root (root), or the delegated subtree found from
+    /// `/proc/self/cgroup` (cgroup v2, not root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_parent: Option<String>,
+    /// What bounds the session as a whole.
+    #[serde(default, skip_serializing_if = "ResourceLimits::is_cgroup")]
+    pub resource_limits: ResourceLimits,
+}
+
+/// How a session is bounded: by cgroups (memory and processes of the whole session,
+/// OOM and refused forks seen per context), or, as an explicit opt-in where no cgroup
+/// can be had, by per-process rlimits only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResourceLimits {
+    #[default]
+    Cgroup,
+    Rlimits,
+}
+
+impl ResourceLimits {
+    pub fn is_cgroup(&self) -> bool {
+        *self == ResourceLimits::Cgroup
+    }
 }
 
 /// A host path and where the sandbox shows it: an interpreter outside `/usr` is shown

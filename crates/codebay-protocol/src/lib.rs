@@ -23,7 +23,9 @@ pub mod tool;
 pub use backend::{BackendOutput, ErrorInfo, MimeBundle};
 pub use driver::{DriverMessage, DriverReply, DriverRequest};
 pub use files::{FileEntry, FileErrorCode, FileKind, FileReply, FileRequest};
-pub use helper::{CgroupInfo, HelperReply, HelperRequest, ReadOnlyBind, SandboxConfig, SpawnedFds};
+pub use helper::{
+    CgroupInfo, HelperReply, HelperRequest, ReadOnlyBind, ResourceLimits, SandboxConfig, SpawnedFds,
+};
 pub use tool::{
     CodeContext, ContextIdArgs, CreateContextArgs, FileEncoding, FilePathArgs, McpToolResult,
     ReadFileArgs, RunCodeArgs, WriteFileArgs,

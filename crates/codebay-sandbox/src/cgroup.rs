@@ -688,6 +688,8 @@ mod tests {
             env: Default::default(),
             max_open_files: 64,
             max_file_bytes: 1 << 20,
+            cgroup_parent: None,
+            resource_limits: Default::default(),
         }
     }
 

@@ -93,6 +93,8 @@ fn config(tag: &str, runtimes: &Path, ro: &[String]) -> SandboxConfig {
         env: [("FOO".to_string(), "bar".to_string())].into(),
         max_open_files: 256,
         max_file_bytes: 1 << 20,
+        cgroup_parent: None,
+        resource_limits: Default::default(),
     }
 }
 

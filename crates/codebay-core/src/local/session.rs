@@ -26,7 +26,7 @@ use super::sandbox::Sandbox;
 use crate::code::absolute_cwd;
 use crate::error::{CodebayError, ErrorCode, ErrorKind};
 use crate::files::placed;
-use crate::options::{SessionOptions, MIB};
+use crate::options::{cgroup_parent, SessionOptions, MIB};
 use crate::request::RunRequest;
 use crate::result::CodeExecutionResult;
 use crate::runtime::{Interpreters, Registry};
@@ -124,6 +124,8 @@ impl LocalSession {
             // Above the largest file system: a full one is ENOSPC, not EFBIG (whose
             // SIGXFSZ would kill a Node interpreter).
             max_file_bytes: options.workspace_bytes.max(options.tmp_bytes) + MIB,
+            cgroup_parent: configured_cgroup_parent(options)?,
+            resource_limits: options.resource_limits,
         };
         let sandbox = Sandbox::start(&placement.sandbox_binary, &config)
             .await
@@ -816,6 +818,22 @@ async fn sweep_stale_cgroups_once() {
 /// The interpreters, as the sandbox shows them; what to bind for them; the environment
 /// they need.
 type Found = (Interpreters, Vec<ReadOnlyBind>, BTreeMap<String, String>);
+
+/// `cgroupParent`, else `CODEBAY_CGROUP_PARENT` (checked as the option is).
+fn configured_cgroup_parent(options: &SessionOptions) -> Result<Option<String>, CodebayError> {
+    if let Some(parent) = &options.cgroup_parent {
+        return Ok(Some(parent.clone()));
+    }
+    match std::env::var("CODEBAY_CGROUP_PARENT") {
+        Ok(p) if !p.is_empty() => cgroup_parent(&Value::String(p))
+            .map(Some)
+            .map_err(|e| CodebayError {
+                message: format!("CODEBAY_CGROUP_PARENT: {}", e.message),
+                ..e
+            }),
+        _ => Ok(None),
+    }
+}
 
 async fn find_interpreters(
     options: &SessionOptions,
