@@ -70,7 +70,7 @@ fn probe_python(python: &Path) -> Result<Interpreter, InterpreterError> {
         ])
         .env_remove("PYTHONHOME")
         .output()
-        .map_err(|e| InterpreterError::NotFound("python", format!("{}: {e}", python.display())))?;
+        .map_err(|e| InterpreterError::NotFound("python", not_started(python, &e)))?;
     if !out.status.success() {
         return Err(InterpreterError::NotFound(
             "python",
@@ -110,6 +110,20 @@ fn probe_python(python: &Path) -> Result<Interpreter, InterpreterError> {
             .insert("LD_LIBRARY_PATH".into(), format!("{PYTHON_INSIDE}/lib"));
     }
     Ok(python)
+}
+
+/// Why `program` did not start, in words that name it: a bare name is looked up on
+/// PATH, so its absence means it is not installed or not on PATH.
+fn not_started(program: &Path, e: &std::io::Error) -> String {
+    let shown = program.display();
+    let bare = !program.as_os_str().as_encoded_bytes().contains(&b'/');
+    match e.kind() {
+        std::io::ErrorKind::NotFound if bare => {
+            format!("{shown} is not installed or not on PATH")
+        }
+        std::io::ErrorKind::NotFound => format!("{shown} does not exist"),
+        _ => format!("{shown} could not be started: {e}"),
+    }
 }
 
 /// Where a Python installed outside /usr is shown inside the sandbox.
@@ -169,8 +183,9 @@ fn same_binds(paths: Vec<PathBuf>) -> Vec<ReadOnlyBind> {
 pub fn node(node: Option<&Path>) -> Result<Interpreter, InterpreterError> {
     let executable = match node {
         Some(p) => p.to_path_buf(),
-        None => find_on_path("node")
-            .ok_or_else(|| InterpreterError::NotFound("node", "no node on PATH".into()))?,
+        None => find_on_path("node").ok_or_else(|| {
+            InterpreterError::NotFound("node", "node is not installed or not on PATH".into())
+        })?,
     };
     let executable = std::fs::canonicalize(&executable).map_err(|e| {
         InterpreterError::NotFound("node", format!("{}: {e}", executable.display()))
@@ -249,6 +264,27 @@ mod tests {
         assert_eq!(
             elsewhere.binds,
             vec![ReadOnlyBind::same("/opt/x"), ReadOnlyBind::same("/srv/bin")]
+        );
+    }
+
+    #[test]
+    fn a_missing_interpreter_is_named_with_where_it_was_looked_for() {
+        let absent = std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert_eq!(
+            not_started(Path::new("python3"), &absent),
+            "python3 is not installed or not on PATH"
+        );
+        assert_eq!(
+            not_started(Path::new("/opt/py/bin/python3"), &absent),
+            "/opt/py/bin/python3 does not exist"
+        );
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert!(not_started(Path::new("python3"), &denied)
+            .starts_with("python3 could not be started: "));
+        let err = probe_python(Path::new("codebay-no-such-python3")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no python interpreter found: codebay-no-such-python3 is not installed or not on PATH"
         );
     }
 

@@ -54,8 +54,8 @@ struct Engine {
     id: String,
     shared: Arc<Shared>,
     registry: Registry,
-    /// Each runtime's driver command line, by canonical language name.
-    launches: HashMap<String, Launch>,
+    /// Each runtime's driver command line, or why it has none, by canonical language name.
+    launches: Launches,
     contexts: Mutex<Contexts>,
     requests: AtomicU64,
     max_contexts: usize,
@@ -78,30 +78,15 @@ impl LocalSession {
         placement: &Placement,
     ) -> Result<LocalSession, CodebayError> {
         sweep_stale_cgroups_once().await;
-        let found = find_interpreters(options, placement).await?;
-        let mut launches = HashMap::new();
-        let (found, mut read_only_binds, interpreter_env) = found;
-        for runtime in placement.registry.runtimes() {
-            let argv = (runtime.command)(&found).map_err(|why| {
-                CodebayError::error(
-                    ErrorCode::InterpreterNotFound,
-                    format!("{}: {why}", runtime.name),
-                )
-            })?;
-            read_only_binds.extend(
-                runtime
-                    .read_only_paths
-                    .iter()
-                    .map(|p| ReadOnlyBind::same(&p.to_string_lossy())),
-            );
-            launches.insert(
-                runtime.name.clone(),
-                Launch {
-                    argv,
-                    env: runtime.env.clone(),
-                },
-            );
-        }
+        let found = find_interpreters(options, placement).await;
+        let (launches, driver_binds) =
+            launch_table(&placement.registry, &found, &started_by_create(options))?;
+        let Found {
+            binds: mut read_only_binds,
+            env: interpreter_env,
+            ..
+        } = found;
+        read_only_binds.extend(driver_binds);
         read_only_binds.sort();
         read_only_binds.dedup();
         let id = format!("cb-{:012x}", super::random_u64() & 0xffff_ffff_ffff);
@@ -132,6 +117,8 @@ impl LocalSession {
             .map_err(|e| {
                 let code = if e.is_kernel_unsupported() {
                     ErrorCode::KernelUnsupported
+                } else if e.is_no_cgroup() {
+                    ErrorCode::NoCgroup
                 } else {
                     ErrorCode::SandboxFailed
                 };
@@ -260,13 +247,13 @@ impl LocalSession {
     }
 
     fn spawn_context(&self, info: CodeContext) -> Result<Arc<ContextHandle>, CodebayError> {
-        let launch = self
-            .0
-            .launches
-            .get(&info.language)
-            .cloned()
-            .ok_or_else(|| {
-                self.0
+        let launch = match self.0.launches.get(&info.language) {
+            Some(Ok(launch)) => launch.clone(),
+            // Its interpreter was not found when the session was built.
+            Some(Err(unavailable)) => return Err(unavailable.clone()),
+            None => {
+                return Err(self
+                    .0
                     .registry
                     .resolve(&info.language)
                     .err()
@@ -275,8 +262,9 @@ impl LocalSession {
                             ErrorCode::UnsupportedLanguage,
                             format!("no driver for {}", info.language),
                         )
-                    })
-            })?;
+                    }))
+            }
+        };
         Ok(Arc::new(ContextHandle::spawn(
             info,
             launch,
@@ -767,6 +755,7 @@ finally:
 fn run_error(e: CodebayError) -> ErrorInfo {
     let name = match e.code {
         ErrorCode::SessionClosed => "SessionClosed",
+        ErrorCode::InterpreterNotFound => "InterpreterNotFound",
         _ => "ContextError",
     };
     ErrorInfo::new(name, e.message)
@@ -813,61 +802,221 @@ async fn sweep_stale_cgroups_once() {
         .await;
 }
 
-/// Finds the interpreters the registry's runtimes need, off the runtime's I/O worker;
-/// with the host paths to bind for them.
-/// The interpreters, as the sandbox shows them; what to bind for them; the environment
-/// they need.
-type Found = (Interpreters, Vec<ReadOnlyBind>, BTreeMap<String, String>);
-
 /// `cgroupParent`, else `CODEBAY_CGROUP_PARENT` (checked as the option is).
 fn configured_cgroup_parent(options: &SessionOptions) -> Result<Option<String>, CodebayError> {
     if let Some(parent) = &options.cgroup_parent {
         return Ok(Some(parent.clone()));
     }
     match std::env::var("CODEBAY_CGROUP_PARENT") {
-        Ok(p) if !p.is_empty() => cgroup_parent(&Value::String(p))
-            .map(Some)
-            .map_err(|e| CodebayError {
-                message: format!("CODEBAY_CGROUP_PARENT: {}", e.message),
-                ..e
-            }),
+        Ok(p) if !p.is_empty() => {
+            cgroup_parent(&Value::String(p))
+                .map(Some)
+                .map_err(|e| CodebayError {
+                    message: format!("CODEBAY_CGROUP_PARENT: {}", e.message),
+                    ..e
+                })
+        }
         _ => Ok(None),
     }
 }
 
-async fn find_interpreters(
-    options: &SessionOptions,
-    placement: &Placement,
-) -> Result<Found, CodebayError> {
-    let needs: Vec<&str> = placement
+/// What the host has for the interpreters the registry's runtimes need: each found one
+/// as the sandbox shows it, with what to bind and the environment it needs; each missing
+/// one with why.
+#[derive(Debug, Default)]
+struct Found {
+    interpreters: Interpreters,
+    binds: Vec<ReadOnlyBind>,
+    env: BTreeMap<String, String>,
+    missing: BTreeMap<&'static str, String>,
+}
+
+/// Each runtime's driver command line, or the error its runs (and the creation of its
+/// contexts) fail with, by canonical language name.
+type Launches = HashMap<String, Result<Launch, CodebayError>>;
+
+/// The languages `create()` starts an interpreter of (`prewarm`, which holds the
+/// languages of `preload` when the options came from JavaScript, and `preload`'s).
+fn started_by_create(options: &SessionOptions) -> Vec<String> {
+    let mut languages = options.pool.prewarm.clone();
+    languages.extend(options.pool.preload.keys().cloned());
+    languages
+}
+
+/// Looks for every interpreter the registry's runtimes need, off the runtime's I/O
+/// worker. A missing one is not an error here: only the runtimes that need it are
+/// unavailable ([`launch_table`]).
+async fn find_interpreters(options: &SessionOptions, placement: &Placement) -> Found {
+    let needs: Vec<&'static str> = placement
         .registry
         .runtimes()
         .iter()
         .flat_map(|r| r.needs.iter().copied())
         .collect();
-    let mut found = Interpreters::default();
-    let mut binds = Vec::new();
-    let mut env = BTreeMap::new();
-    let not_found = |e: interpreters::InterpreterError| {
-        CodebayError::error(ErrorCode::InterpreterNotFound, e.to_string())
-    };
+    let mut found = Found::default();
+    let mut take =
+        |name: &'static str, probed: Result<interpreters::Interpreter, String>| match probed {
+            Ok(interpreter) => {
+                found
+                    .interpreters
+                    .executables
+                    .insert(name, interpreter.executable);
+                found.binds.extend(interpreter.binds);
+                found.env.extend(interpreter.env);
+            }
+            Err(why) => {
+                found.missing.insert(name, why);
+            }
+        };
     if needs.contains(&"python") {
-        let python = interpreters::python(options.python.as_deref())
-            .await
-            .map_err(not_found)?;
-        found.executables.insert("python", python.executable);
-        binds.extend(python.binds);
-        env.extend(python.env);
+        let python = interpreters::python(options.python.as_deref()).await;
+        take("python", python.map_err(|e| e.to_string()));
     }
     if needs.contains(&"node") {
         let asked = placement.node.clone();
         let node = tokio::task::spawn_blocking(move || interpreters::node(asked.as_deref()))
             .await
-            .map_err(|e| CodebayError::error(ErrorCode::InterpreterNotFound, e.to_string()))?
-            .map_err(not_found)?;
-        found.executables.insert("node", node.executable);
-        binds.extend(node.binds);
-        env.extend(node.env);
+            .map_err(|e| format!("no node interpreter found: the probe failed: {e}"))
+            .and_then(|probed| probed.map_err(|e| e.to_string()));
+        take("node", node);
     }
-    Ok((found, binds, env))
+    found
+}
+
+/// How each runtime's driver starts. A runtime whose interpreter is missing fails
+/// `create()` when `create()` starts it (`started_now`: `prewarm`, `preload`);
+/// otherwise only its runs fail, naming what is missing, and the session serves the
+/// other languages. Also the driver paths to bind for the runtimes that can start.
+fn launch_table(
+    registry: &Registry,
+    found: &Found,
+    started_now: &[String],
+) -> Result<(Launches, Vec<ReadOnlyBind>), CodebayError> {
+    let mut launches = Launches::new();
+    let mut binds = Vec::new();
+    for runtime in registry.runtimes() {
+        let name = &runtime.name;
+        let argv = match runtime.needs.iter().find_map(|n| found.missing.get(n)) {
+            Some(why) => Err(why.clone()),
+            None => (runtime.command)(&found.interpreters).map_err(|why| format!("{name}: {why}")),
+        };
+        let launch = match argv {
+            Ok(argv) => {
+                binds.extend(
+                    runtime
+                        .read_only_paths
+                        .iter()
+                        .map(|p| ReadOnlyBind::same(&p.to_string_lossy())),
+                );
+                Ok(Launch {
+                    argv,
+                    env: runtime.env.clone(),
+                })
+            }
+            Err(why) if started_now.contains(name) => {
+                return Err(CodebayError::error(
+                    ErrorCode::InterpreterNotFound,
+                    format!(
+                        "{why} (create() starts {name} for the prewarm option, whose default is ['python'], \
+                         or for preload; a session that runs no {name} can leave it out, e.g. prewarm: [])"
+                    ),
+                ))
+            }
+            Err(why) => Err(CodebayError::error(
+                ErrorCode::InterpreterNotFound,
+                format!("{name} is not available in this session: {why} (looked for when the session was created)"),
+            )),
+        };
+        launches.insert(name.clone(), launch);
+    }
+    Ok((launches, binds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host with node and without python.
+    fn without_python() -> Found {
+        let mut found = Found::default();
+        found
+            .interpreters
+            .executables
+            .insert("node", "/usr/bin/node".into());
+        found.missing.insert(
+            "python",
+            "no python interpreter found: python3 is not installed or not on PATH".into(),
+        );
+        found
+    }
+
+    #[test]
+    fn a_missing_interpreter_leaves_the_other_languages_runnable() {
+        let registry = Registry::default();
+        for started_now in [vec![], vec!["javascript".to_string()]] {
+            let (launches, _) = launch_table(&registry, &without_python(), &started_now).unwrap();
+            let js = launches["javascript"].as_ref().expect("javascript runs");
+            assert_eq!(js.argv[0], "/usr/bin/node");
+            let python = launches["python"].as_ref().unwrap_err();
+            assert_eq!(python.code, ErrorCode::InterpreterNotFound);
+            assert_eq!(
+                python.message,
+                "python is not available in this session: no python interpreter found: python3 \
+                 is not installed or not on PATH (looked for when the session was created)"
+            );
+            // A run of it fails with that error, named.
+            let info = run_error(python.clone());
+            assert_eq!(info.name, "InterpreterNotFound");
+            assert!(info
+                .value
+                .contains("python3 is not installed or not on PATH"));
+        }
+    }
+
+    #[test]
+    fn a_missing_interpreter_that_create_starts_fails_create() {
+        let registry = Registry::default();
+        let defaults = SessionOptions::default();
+        let err = launch_table(&registry, &without_python(), &started_by_create(&defaults))
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::InterpreterNotFound);
+        assert!(
+            err.message.starts_with(
+                "no python interpreter found: python3 is not installed or not on PATH (create() starts python"
+            ),
+            "{}",
+            err.message
+        );
+        // preload starts its languages too, even when prewarm does not list them.
+        let mut preloading = SessionOptions::default();
+        preloading.pool.prewarm.clear();
+        preloading
+            .pool
+            .preload
+            .insert("python".into(), vec!["json".into()]);
+        assert_eq!(started_by_create(&preloading), ["python"]);
+        assert!(launch_table(
+            &registry,
+            &without_python(),
+            &started_by_create(&preloading)
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn every_interpreter_found_gives_every_launch() {
+        let mut found = without_python();
+        found.missing.clear();
+        found
+            .interpreters
+            .executables
+            .insert("python", "/usr/bin/python3.11".into());
+        let (launches, _) = launch_table(&Registry::default(), &found, &["python".into()]).unwrap();
+        assert!(launches.values().all(Result::is_ok));
+        assert_eq!(
+            launches["python"].as_ref().unwrap().argv[0],
+            "/usr/bin/python3.11"
+        );
+    }
 }
