@@ -23,6 +23,9 @@ pub enum ErrorCode {
     KernelUnsupported,
     /// The sandbox could not be built for another reason (cgroups, mounts, ...).
     SandboxFailed,
+    /// Not root, and no cgroup is delegated to the user (the message says how to get
+    /// one, or to opt in to `resourceLimits: 'rlimits'`).
+    NoCgroup,
     /// An interpreter the session needs is not installed or does not start.
     InterpreterNotFound,
     /// A module of the `preload` option could not be imported (`create()`).
@@ -55,12 +58,13 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::InvalidOption,
         ErrorCode::InvalidArgument,
         ErrorCode::UnsupportedLanguage,
         ErrorCode::KernelUnsupported,
         ErrorCode::SandboxFailed,
+        ErrorCode::NoCgroup,
         ErrorCode::InterpreterNotFound,
         ErrorCode::PreloadFailed,
         ErrorCode::SessionClosed,
@@ -84,6 +88,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedLanguage => "ERR_CODEBAY_UNSUPPORTED_LANGUAGE",
             ErrorCode::KernelUnsupported => "ERR_CODEBAY_KERNEL_UNSUPPORTED",
             ErrorCode::SandboxFailed => "ERR_CODEBAY_SANDBOX_FAILED",
+            ErrorCode::NoCgroup => "ERR_CODEBAY_NO_CGROUP",
             ErrorCode::InterpreterNotFound => "ERR_CODEBAY_INTERPRETER_NOT_FOUND",
             ErrorCode::PreloadFailed => "ERR_CODEBAY_PRELOAD_FAILED",
             ErrorCode::SessionClosed => "ERR_CODEBAY_SESSION_CLOSED",

@@ -168,7 +168,9 @@ pub enum HelperRequest {
 pub enum HelperReply {
     /// The sandbox stands: the answer to the config.
     Ready {
-        cgroup: CgroupInfo,
+        /// None when the session runs with rlimits only (`resourceLimits: 'rlimits'`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cgroup: Option<CgroupInfo>,
     },
     /// The process runs; its descriptors come with this datagram.
     Spawned {

@@ -46,10 +46,18 @@ const KILL_ROUNDS: usize = 200;
 /// How long a removal waits for the kernel to finish the exits of killed processes.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 
+/// Where the session directories go: the base cgroup of each hierarchy (a session's
+/// directory is `<base>/<sessionId>`), as host paths. A base is always codebay's own
+/// `codebay` directory (at the root, or in the user's parent): made when missing,
+/// removed when empty, weighted below ordinary processes; the parent is never touched
+/// but for enabling controllers in it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Layout {
     V2 {
-        root: PathBuf,
+        base: PathBuf,
+        /// Cgroups above `base`, top-down, whose `cgroup.subtree_control` must enable
+        /// the controllers before `base` can have them.
+        enable_in: Vec<PathBuf>,
         cpu: bool,
     },
     V1 {
@@ -58,6 +66,33 @@ pub enum Layout {
         cpu: Option<PathBuf>,
         unified: Option<PathBuf>,
     },
+}
+
+impl Layout {
+    fn has_cpu(&self) -> bool {
+        match self {
+            Layout::V2 { cpu, .. } => *cpu,
+            Layout::V1 { cpu, .. } => cpu.is_some(),
+        }
+    }
+
+    fn bases(&self) -> Vec<&Path> {
+        match self {
+            Layout::V2 { base, .. } => vec![base],
+            Layout::V1 {
+                memory,
+                pids,
+                cpu,
+                unified,
+                ..
+            } => {
+                let mut v = vec![memory.as_path(), pids.as_path()];
+                v.extend(cpu.iter().map(PathBuf::as_path));
+                v.extend(unified.iter().map(PathBuf::as_path));
+                v
+            }
+        }
+    }
 }
 
 /// Mount points of the hierarchies, read from /proc/self/mountinfo.
@@ -96,27 +131,117 @@ fn v1_with(m: &Mounts, controller: &str) -> Option<PathBuf> {
         .map(|(p, _)| p.clone())
 }
 
-/// Prefers v2 when its root offers memory+pids; `controllers` is that root's
-/// cgroup.controllers content (passed in so the choice is testable).
-pub fn choose_layout(m: &Mounts, v2_controllers: &str) -> Option<Layout> {
+/// `root` joined with a cgroup path (`/a/b` or `a/b`).
+fn under(root: &Path, cgroup: &str) -> PathBuf {
+    root.join(cgroup.trim_start_matches('/'))
+}
+
+fn has_memory_and_pids(controllers: &str) -> bool {
+    let c: Vec<&str> = controllers.split_whitespace().collect();
+    c.contains(&"memory") && c.contains(&"pids")
+}
+
+/// The layout with `base` (a cgroup path) in every hierarchy. Prefers v2 when its root
+/// offers memory+pids; `v2_controllers` is that root's cgroup.controllers content
+/// (passed in so the choice is testable). Which hierarchy has what is all this decides;
+/// whether the directories may be written is for the caller.
+pub fn choose_layout(m: &Mounts, v2_controllers: &str, base: &str) -> Option<Layout> {
     if let Some(root) = &m.v2 {
-        let c: Vec<&str> = v2_controllers.split_whitespace().collect();
-        if c.contains(&"memory") && c.contains(&"pids") {
+        if has_memory_and_pids(v2_controllers) {
+            let base = under(root, base);
+            // Every cgroup from the root down to the base's parent enables the controllers.
+            let mut enable_in: Vec<PathBuf> = base
+                .ancestors()
+                .skip(1)
+                .take_while(|a| a.starts_with(root))
+                .map(Path::to_owned)
+                .collect();
+            enable_in.reverse();
             return Some(Layout::V2 {
-                root: root.clone(),
-                cpu: c.contains(&"cpu"),
+                base,
+                enable_in,
+                cpu: v2_controllers.split_whitespace().any(|c| c == "cpu"),
             });
         }
     }
     Some(Layout::V1 {
-        memory: v1_with(m, "memory")?,
-        pids: v1_with(m, "pids")?,
-        cpu: v1_with(m, "cpu"),
-        unified: m.v2.clone(),
+        memory: under(&v1_with(m, "memory")?, base),
+        pids: under(&v1_with(m, "pids")?, base),
+        cpu: v1_with(m, "cpu").map(|r| under(&r, base)),
+        unified: m.v2.as_ref().map(|r| under(r, base)),
     })
 }
 
-pub fn detect() -> Result<Layout, SandboxError> {
+/// The cgroup a non-root user may make session groups in under cgroup v2: the nearest
+/// cgroup, from the process's own (`own`, a path from the root) upwards, that the user
+/// owns, holds no process itself (the "no internal processes" rule: its children can
+/// then get controllers) and has memory and pids available. `view` reads a cgroup's
+/// owner, `cgroup.procs` and `cgroup.controllers` (a trait so the walk is testable).
+pub fn delegated_v2(root: &Path, own: &str, uid: u32, view: &dyn CgroupView) -> Option<PathBuf> {
+    let mut dir = under(root, own);
+    while dir.starts_with(root) && dir != root {
+        if view.owner(&dir) == Some(uid)
+            && view.procs(&dir).is_empty()
+            && has_memory_and_pids(&view.controllers(&dir))
+        {
+            return Some(dir);
+        }
+        if !dir.pop() {
+            break;
+        }
+    }
+    None
+}
+
+/// What [`delegated_v2`] reads of a cgroup.
+pub trait CgroupView {
+    fn owner(&self, dir: &Path) -> Option<u32>;
+    fn procs(&self, dir: &Path) -> Vec<libc::pid_t>;
+    fn controllers(&self, dir: &Path) -> String;
+}
+
+struct HostView;
+
+impl CgroupView for HostView {
+    fn owner(&self, dir: &Path) -> Option<u32> {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(dir).ok().map(|m| m.uid())
+    }
+    fn procs(&self, dir: &Path) -> Vec<libc::pid_t> {
+        SessionCgroups::procs(dir)
+    }
+    fn controllers(&self, dir: &Path) -> String {
+        fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default()
+    }
+}
+
+/// The process's own cgroup v2 path (the `0::` line of /proc/self/cgroup).
+fn own_v2_cgroup() -> Option<String> {
+    let text = fs::read_to_string("/proc/self/cgroup").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::to_owned)
+}
+
+/// How to get a cgroup, for the error that says there is none.
+fn no_cgroup(uid: u32, why: &str) -> SandboxError {
+    SandboxError::NoCgroup(format!(
+        "codebay runs as uid {uid}, not root, and {why}: the session's memory and process \
+         limits need a cgroup it may write. Either (cgroup v2) run Node in a delegated \
+         systemd scope, e.g. `systemd-run --user --scope -p Delegate=yes node agent.js`; or \
+         (cgroup v1) have an administrator make a parent per controller and give it to \
+         you, e.g. `for c in memory pids cpu; do sudo mkdir -p /sys/fs/cgroup/$c/codebay-$USER \
+         && sudo chown -R $USER /sys/fs/cgroup/$c/codebay-$USER; done`, then pass \
+         `cgroupParent: '/codebay-<user>'` or set CODEBAY_CGROUP_PARENT; or opt in to \
+         `resourceLimits: 'rlimits'` (per-process limits only, no session-wide cap: see \
+         the README). `npx codebay doctor` checks this machine"
+    ))
+}
+
+/// The layout for `config`: as root, `codebay` at each hierarchy's root (or under the
+/// given parent); as another user, under the given parent, which must exist and be
+/// writable, else under the delegated v2 subtree; else the [`no_cgroup`] error.
+pub fn detect(config: &SandboxConfig) -> Result<Layout, SandboxError> {
     let text = fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| SandboxError::Cgroup(format!("cannot read /proc/self/mountinfo: {e}")))?;
     let m = parse_mountinfo(&text);
@@ -124,12 +249,131 @@ pub fn detect() -> Result<Layout, SandboxError> {
         m.v2.as_ref()
             .and_then(|r| fs::read_to_string(r.join("cgroup.controllers")).ok())
             .unwrap_or_default();
-    choose_layout(&m, &controllers).ok_or_else(|| {
+    let none = || {
         SandboxError::Cgroup(
             "no usable cgroup hierarchy: need cgroup v2 with memory+pids or v1 memory and pids"
                 .into(),
         )
-    })
+    };
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    let layout = match (&config.cgroup_parent, uid) {
+        (None, 0) => choose_layout(&m, &controllers, PARENT).ok_or_else(none)?,
+        (Some(parent), _) => {
+            let layout =
+                choose_layout(&m, &controllers, &format!("{parent}/{PARENT}")).ok_or_else(none)?;
+            // The parent is the user's (an administrator made it); codebay's own
+            // directory inside it is codebay's.
+            if uid != 0 {
+                let missing: Vec<String> = layout
+                    .required_parents()
+                    .into_iter()
+                    .filter(|p| !writable_dir(p))
+                    .map(|p| p.display().to_string())
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(no_cgroup(
+                        uid,
+                        &format!(
+                            "cgroupParent {parent} is not a directory it may write in {}",
+                            missing.join(", ")
+                        ),
+                    ));
+                }
+            }
+            let own =
+                m.v2.as_ref()
+                    .zip(own_v2_cgroup())
+                    .map(|(r, own)| under(r, &own));
+            layout.without_unwritable_optional(uid, own.as_deref())
+        }
+        (None, _) => {
+            let (Some(root), Some(own)) = (m.v2.as_ref(), own_v2_cgroup()) else {
+                return Err(no_cgroup(
+                    uid,
+                    "there is no cgroup v2 hierarchy with a delegated subtree",
+                ));
+            };
+            if !has_memory_and_pids(&controllers) {
+                return Err(no_cgroup(uid, &format!("cgroup v2 at {} offers no memory and pids controllers, and no cgroupParent is given", root.display())));
+            }
+            let delegated = delegated_v2(root, &own, uid, &HostView).ok_or_else(|| {
+                no_cgroup(
+                    uid,
+                    &format!("no cgroup above its own ({own}) is delegated to it"),
+                )
+            })?;
+            let base = delegated.join(PARENT);
+            Layout::V2 {
+                base,
+                enable_in: vec![delegated],
+                cpu: controllers.split_whitespace().any(|c| c == "cpu"),
+            }
+        }
+    };
+    if config.cpu_cores.is_some() && !layout.has_cpu() {
+        return Err(SandboxError::Cgroup(
+            "cpuCores needs the cpu controller, which this cgroup layout does not offer".into(),
+        ));
+    }
+    Ok(layout)
+}
+
+fn writable_dir(p: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a valid NUL-terminated path.
+    p.is_dir() && unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0
+}
+
+impl Layout {
+    /// The user's parents the session directories go under (the bases' parents), which
+    /// a non-root user cannot make: memory and pids (v1), or the one (v2).
+    fn required_parents(&self) -> Vec<PathBuf> {
+        let parent = |b: &Path| b.parent().map(Path::to_owned).unwrap_or_default();
+        match self {
+            Layout::V2 { base, .. } => vec![parent(base)],
+            Layout::V1 { memory, pids, .. } => vec![parent(memory), parent(pids)],
+        }
+    }
+
+    /// Drops an optional v1 hierarchy (cpu, unified) whose parent the user may not
+    /// write: it then goes unused, as it does where it is not mounted. The unified
+    /// hierarchy also needs the process's own cgroup there (`own`) to be inside the
+    /// parent: cgroup v2 lets a user move a process only below a common ancestor it
+    /// may write.
+    fn without_unwritable_optional(self, uid: u32, own: Option<&Path>) -> Layout {
+        let keep =
+            |b: Option<PathBuf>| b.filter(|b| uid == 0 || b.parent().is_some_and(writable_dir));
+        match self {
+            Layout::V1 {
+                memory,
+                pids,
+                cpu,
+                unified,
+            } => Layout::V1 {
+                memory,
+                pids,
+                cpu: keep(cpu),
+                unified: keep(unified).filter(|u| {
+                    uid == 0
+                        || own
+                            .zip(u.parent())
+                            .is_some_and(|(own, p)| own.starts_with(p))
+                }),
+            },
+            // A user's v2 parent: its ancestors are the administrator's, who enabled
+            // the controllers down to it; codebay enables them in the parent only.
+            Layout::V2 { base, cpu, .. } if uid != 0 => Layout::V2 {
+                enable_in: base.parent().map(Path::to_owned).into_iter().collect(),
+                base,
+                cpu,
+            },
+            other => other,
+        }
+    }
 }
 
 /// The limit files to write, relative to each session directory: (hierarchy index,
@@ -174,24 +418,23 @@ pub struct Hierarchy {
 
 /// The session's directories: v2: the one; v1: memory, pids, cpu if any, unified if any.
 pub fn session_dirs(layout: &Layout, session_id: &str) -> (u8, Vec<Hierarchy>) {
-    let h = |root: &Path, cgroup2| Hierarchy {
-        dir: root.join(PARENT).join(session_id),
-        cgroup2,
+    let version = match layout {
+        Layout::V2 { .. } => 2,
+        Layout::V1 { .. } => 1,
     };
-    match layout {
-        Layout::V2 { root, .. } => (2, vec![h(root, true)]),
-        Layout::V1 {
-            memory,
-            pids,
-            cpu,
-            unified,
-        } => {
-            let mut v = vec![h(memory, false), h(pids, false)];
-            v.extend(cpu.iter().map(|c| h(c, false)));
-            v.extend(unified.iter().map(|u| h(u, true)));
-            (1, v)
-        }
-    }
+    let unified = match layout {
+        Layout::V1 { unified, .. } => unified.as_deref(),
+        Layout::V2 { .. } => None,
+    };
+    let dirs = layout
+        .bases()
+        .into_iter()
+        .map(|base| Hierarchy {
+            dir: base.join(session_id),
+            cgroup2: version == 2 || Some(base) == unified,
+        })
+        .collect();
+    (version, dirs)
 }
 
 fn write_file(path: &Path, content: &str) -> io::Result<()> {
@@ -253,10 +496,12 @@ impl SessionCgroups {
             Layout::V2 { cpu, .. } => Some(*cpu),
             Layout::V1 { .. } => None,
         };
-        if let (Layout::V2 { root, .. }, Some(cpu)) = (layout, v2_cpu) {
-            let sc = root.join("cgroup.subtree_control");
-            write_file(&sc, controllers(cpu))
-                .map_err(|e| cg_err("cannot enable controllers in", &sc, e))?;
+        if let (Layout::V2 { enable_in, .. }, Some(cpu)) = (layout, v2_cpu) {
+            for above in enable_in {
+                let sc = above.join("cgroup.subtree_control");
+                write_file(&sc, controllers(cpu))
+                    .map_err(|e| cg_err("cannot enable controllers in", &sc, e))?;
+            }
         }
         for h in &self.hierarchies {
             let dir = &h.dir;
@@ -475,7 +720,10 @@ pub fn destroy_tree(dirs: &[PathBuf]) {
         }
         // The shared parent goes too when this was the last session; a busy or
         // non-empty parent simply stays.
-        if let Some(parent) = dir.parent() {
+        if let Some(parent) = dir
+            .parent()
+            .filter(|p| p.file_name() == Some(PARENT.as_ref()))
+        {
             let _ = fs::remove_dir(parent);
         }
     }
@@ -696,14 +944,14 @@ mod tests {
     #[test]
     fn falls_back_to_v1_when_v2_has_no_controllers() {
         let m = parse_mountinfo(MOUNTINFO);
-        let l = choose_layout(&m, "").unwrap();
+        let l = choose_layout(&m, "", PARENT).unwrap();
         assert_eq!(
             l,
             Layout::V1 {
-                memory: "/sys/fs/cgroup/memory".into(),
-                pids: "/sys/fs/cgroup/pids".into(),
-                cpu: Some("/sys/fs/cgroup/cpu".into()),
-                unified: Some("/sys/fs/cgroup/unified".into()),
+                memory: "/sys/fs/cgroup/memory/codebay".into(),
+                pids: "/sys/fs/cgroup/pids/codebay".into(),
+                cpu: Some("/sys/fs/cgroup/cpu/codebay".into()),
+                unified: Some("/sys/fs/cgroup/unified/codebay".into()),
             }
         );
         let (v, dirs) = session_dirs(&l, "cb-1");
@@ -749,13 +997,32 @@ mod tests {
     #[test]
     fn prefers_v2_with_memory_and_pids() {
         let m = parse_mountinfo(MOUNTINFO);
-        let l = choose_layout(&m, "cpuset cpu io memory pids").unwrap();
+        let l = choose_layout(&m, "cpuset cpu io memory pids", PARENT).unwrap();
         assert_eq!(
             l,
             Layout::V2 {
-                root: "/sys/fs/cgroup/unified".into(),
+                base: "/sys/fs/cgroup/unified/codebay".into(),
+                enable_in: vec!["/sys/fs/cgroup/unified".into()],
                 cpu: true
             }
+        );
+        // Under a parent, every cgroup from the root down to it enables the controllers.
+        let under_parent = choose_layout(&m, "memory pids", "/team/alice/codebay").unwrap();
+        assert_eq!(
+            under_parent,
+            Layout::V2 {
+                base: "/sys/fs/cgroup/unified/team/alice/codebay".into(),
+                enable_in: vec![
+                    "/sys/fs/cgroup/unified".into(),
+                    "/sys/fs/cgroup/unified/team".into(),
+                    "/sys/fs/cgroup/unified/team/alice".into()
+                ],
+                cpu: false
+            }
+        );
+        assert_eq!(
+            session_dirs(&under_parent, "cb-1").1[0].dir,
+            Path::new("/sys/fs/cgroup/unified/team/alice/codebay/cb-1")
         );
         let files = limit_files(&l, &config(None));
         assert_eq!(
@@ -774,6 +1041,100 @@ mod tests {
         assert!(files.contains(&(0, "cpu.max", "50000 100000".into())));
     }
 
+    /// A cgroup tree in memory: dir → (owner, processes, controllers).
+    struct Tree(Vec<(&'static str, u32, usize, &'static str)>);
+
+    impl CgroupView for Tree {
+        fn owner(&self, dir: &Path) -> Option<u32> {
+            self.0.iter().find(|e| Path::new(e.0) == dir).map(|e| e.1)
+        }
+        fn procs(&self, dir: &Path) -> Vec<libc::pid_t> {
+            let n = self
+                .0
+                .iter()
+                .find(|e| Path::new(e.0) == dir)
+                .map_or(0, |e| e.2);
+            (1..=n as libc::pid_t).collect()
+        }
+        fn controllers(&self, dir: &Path) -> String {
+            self.0
+                .iter()
+                .find(|e| Path::new(e.0) == dir)
+                .map_or("", |e| e.3)
+                .into()
+        }
+    }
+
+    #[test]
+    fn the_delegated_subtree_is_the_nearest_owned_cgroup_without_processes() {
+        let root = Path::new("/sys/fs/cgroup");
+        let u = "/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service";
+        let tree = Tree(vec![
+            ("/sys/fs/cgroup/user.slice", 0, 0, "memory pids"),
+            (
+                "/sys/fs/cgroup/user.slice/user-1000.slice",
+                0,
+                0,
+                "memory pids",
+            ),
+            (u, 1000, 0, "memory pids cpu"),
+            (
+                "/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/app.slice",
+                1000,
+                0,
+                "memory pids",
+            ),
+            (
+                "/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/app.slice/run-1.scope",
+                1000,
+                3,
+                "memory pids",
+            ),
+            (
+                "/sys/fs/cgroup/user.slice/user-1000.slice/session-2.scope",
+                0,
+                5,
+                "memory pids",
+            ),
+        ]);
+        // A delegated scope holds the process itself: its slice takes the sessions.
+        let own = "/user.slice/user-1000.slice/user@1000.service/app.slice/run-1.scope";
+        assert_eq!(
+            delegated_v2(root, own, 1000, &tree).unwrap(),
+            Path::new("/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/app.slice")
+        );
+        // Another user's, or a login scope owned by root: nothing is delegated.
+        assert_eq!(delegated_v2(root, own, 1001, &tree), None);
+        assert_eq!(
+            delegated_v2(
+                root,
+                "/user.slice/user-1000.slice/session-2.scope",
+                1000,
+                &tree
+            ),
+            None
+        );
+        // Without the controllers there, it is not a place for limits.
+        let bare = Tree(vec![
+            (u, 1000, 0, "cpu"),
+            (
+                "/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/x",
+                1000,
+                1,
+                "",
+            ),
+        ]);
+        assert_eq!(
+            delegated_v2(
+                root,
+                "/user.slice/user-1000.slice/user@1000.service/x",
+                1000,
+                &bare
+            ),
+            None
+        );
+    }
+
     fn sleeper() -> Child {
         Command::new("sleep").arg("1000").spawn().unwrap()
     }
@@ -785,9 +1146,9 @@ mod tests {
     #[test]
     #[ignore = "needs root"]
     fn contexts_on_this_host() {
-        let layout = detect().unwrap();
         let mut c = config(Some(1.0));
         c.session_id = format!("unit-test-{}", std::process::id());
+        let layout = detect(&c).unwrap();
         let cg = SessionCgroups::create(&layout, &c).unwrap();
         let info = cg.info().unwrap();
         assert_eq!(info.dirs.len(), cg.hierarchies.len());

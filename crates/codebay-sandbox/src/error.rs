@@ -10,6 +10,10 @@ pub enum SandboxError {
     KernelCheck(String),
     #[error("{0}")]
     Cgroup(String),
+    /// No cgroup this user may write (not root, nothing delegated): a step of its own,
+    /// so the engine can say how to get one.
+    #[error("{0}")]
+    NoCgroup(String),
     #[error("{0}")]
     UserNamespace(String),
     #[error("{0}")]
@@ -52,6 +56,7 @@ impl SandboxError {
             SandboxError::Config(_) => "config",
             SandboxError::KernelCheck(_) => "kernel_check",
             SandboxError::Cgroup(_) => "cgroup",
+            SandboxError::NoCgroup(_) => "no_cgroup",
             SandboxError::UserNamespace(_) => "user_namespace",
             SandboxError::IdMap(_) => "id_map",
             SandboxError::CgroupNamespace(_) => "cgroup_namespace",
@@ -79,6 +84,7 @@ impl SandboxError {
             "config" => SandboxError::Config(message),
             "kernel_check" => SandboxError::KernelCheck(message),
             "cgroup" => SandboxError::Cgroup(message),
+            "no_cgroup" => SandboxError::NoCgroup(message),
             "user_namespace" => SandboxError::UserNamespace(message),
             "id_map" => SandboxError::IdMap(message),
             "cgroup_namespace" => SandboxError::CgroupNamespace(message),

@@ -7,7 +7,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::namespaces::{HOST_ID_BASE, ID_RANGE};
 use crate::SandboxError;
@@ -31,31 +31,37 @@ pub fn claim() -> Result<IdRange, SandboxError> {
 }
 
 pub fn claim_in(dir: &Path) -> Result<IdRange, SandboxError> {
+    let (k, claim) = claim_index(dir, RANGES, "host id ranges")?;
+    Ok(IdRange {
+        base: HOST_ID_BASE + k * ID_RANGE,
+        _claim: claim,
+    })
+}
+
+/// Claims the first free index below `count` with a lock file in `dir` (made 0700).
+fn claim_index(dir: &Path, count: u32, what: &str) -> Result<(u32, File), SandboxError> {
     let err = |what: String, e: std::io::Error| SandboxError::IdMap(format!("{what}: {e}"));
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
         .map_err(|e| err(format!("cannot create {}", dir.display()), e))?;
-    // Start at a pseudo-random range so concurrent helpers rarely contend for one lock.
-    let start = std::process::id() % RANGES;
-    for i in 0..RANGES {
-        let k = (start + i) % RANGES;
+    // Start at a pseudo-random index so concurrent helpers rarely contend for one lock.
+    let start = std::process::id() % count;
+    for i in 0..count {
+        let k = (start + i) % count;
         let path = dir.join(k.to_string());
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|e| err(format!("cannot open {}", path.display()), e))?;
         // SAFETY: flock on a descriptor we own.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(IdRange {
-                base: HOST_ID_BASE + k * ID_RANGE,
-                _claim: file,
-            });
+            return Ok((k, file));
         }
         let e = std::io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
@@ -63,8 +69,103 @@ pub fn claim_in(dir: &Path) -> Result<IdRange, SandboxError> {
         }
     }
     Err(SandboxError::IdMap(format!(
-        "all {RANGES} host id ranges are in use by live sessions"
+        "all {count} {what} are in use by live sessions"
     )))
+}
+
+/// A subordinate uid and gid of the user's (`/etc/subuid`, `/etc/subgid`) for the
+/// session's code, so that it shares no per-user counter with the user's own
+/// processes, nor with another session. Mapped by the setuid `newuidmap`/`newgidmap`.
+#[derive(Debug)]
+pub struct SubordinateIds {
+    pub uid: u32,
+    pub gid: u32,
+    pub newuidmap: PathBuf,
+    pub newgidmap: PathBuf,
+    _claim: File,
+}
+
+/// Where shadow's id-map helpers are installed (package `uidmap`). Fixed paths: the
+/// helper's PATH is the caller's.
+const MAP_TOOL_DIRS: [&str; 3] = ["/usr/bin", "/bin", "/usr/sbin"];
+
+fn map_tool(name: &str) -> Option<PathBuf> {
+    MAP_TOOL_DIRS
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// The first `start:count` range of `user` (by name or uid) in a subuid/subgid file.
+pub fn subordinate_range(text: &str, name: Option<&str>, id: u32) -> Option<(u32, u32)> {
+    text.lines().find_map(|line| {
+        let mut f = line.trim().split(':');
+        let (who, start, count) = (f.next()?, f.next()?, f.next()?);
+        let matches = Some(who) == name || who.parse::<u32>().ok() == Some(id);
+        let (start, count) = (start.parse().ok()?, count.parse::<u32>().ok()?);
+        (matches && count > 0).then_some((start, count))
+    })
+}
+
+fn user_name(uid: u32) -> Option<String> {
+    // Read /etc/passwd rather than getpwuid: no NSS modules loaded into this process.
+    let text = fs::read_to_string("/etc/passwd").ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        let _pw = f.next();
+        (f.next()?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+    })
+}
+
+/// The user's subordinate ids, when `newuidmap` and `newgidmap` are installed and the
+/// user has ranges: `None` otherwise (the session then maps the user's own id only).
+/// A claim that fails is an error: the user has them, so they are not silently given up.
+pub fn subordinate(uid: u32, gid: u32) -> Result<Option<SubordinateIds>, SandboxError> {
+    let (Some(newuidmap), Some(newgidmap)) = (map_tool("newuidmap"), map_tool("newgidmap")) else {
+        return Ok(None);
+    };
+    let name = user_name(uid);
+    let read = |f: &str| fs::read_to_string(f).unwrap_or_default();
+    let (Some((ustart, ucount)), Some((gstart, gcount))) = (
+        subordinate_range(&read("/etc/subuid"), name.as_deref(), uid),
+        subordinate_range(&read("/etc/subgid"), name.as_deref(), gid),
+    ) else {
+        return Ok(None);
+    };
+    let (k, claim) = claim_index(
+        &user_claims_dir(uid)?,
+        ucount.min(gcount),
+        "subordinate ids",
+    )?;
+    Ok(Some(SubordinateIds {
+        uid: ustart + k,
+        gid: gstart + k,
+        newuidmap,
+        newgidmap,
+        _claim: claim,
+    }))
+}
+
+/// The user's own claims directory: under `/run/user/<uid>` (systemd's, the user's
+/// alone), else `/tmp/codebay-<uid>`, which must be the user's and private.
+fn user_claims_dir(uid: u32) -> Result<PathBuf, SandboxError> {
+    use std::os::unix::fs::MetadataExt;
+    let run = PathBuf::from(format!("/run/user/{uid}"));
+    if fs::metadata(&run).is_ok_and(|m| m.is_dir() && m.uid() == uid) {
+        return Ok(run.join("codebay/sub-ids"));
+    }
+    let tmp = PathBuf::from(format!("/tmp/codebay-{uid}"));
+    let _ = fs::DirBuilder::new().mode(0o700).create(&tmp);
+    let md = fs::symlink_metadata(&tmp)
+        .map_err(|e| SandboxError::IdMap(format!("cannot create {}: {e}", tmp.display())))?;
+    if !md.is_dir() || md.uid() != uid || md.mode() & 0o077 != 0 {
+        return Err(SandboxError::IdMap(format!(
+            "{} is not a private directory of uid {uid}: refusing to keep id claims there",
+            tmp.display()
+        )));
+    }
+    Ok(tmp.join("sub-ids"))
 }
 
 #[cfg(test)]
@@ -84,5 +185,24 @@ mod tests {
         assert_eq!(c.base, freed, "a released range is claimed again first");
         drop((b, c));
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn subordinate_ranges_are_found_by_name_or_uid() {
+        let text = "alice:100000:65536\n1001:200000:10\nbob:0:0\n";
+        assert_eq!(
+            subordinate_range(text, Some("alice"), 1000),
+            Some((100000, 65536))
+        );
+        assert_eq!(
+            subordinate_range(text, Some("carol"), 1001),
+            Some((200000, 10))
+        );
+        assert_eq!(
+            subordinate_range(text, Some("bob"), 7),
+            None,
+            "an empty range is none"
+        );
+        assert_eq!(subordinate_range(text, None, 5), None);
     }
 }

@@ -24,7 +24,7 @@ use codebay_protocol::helper::{valid_abs_path, valid_cwd, valid_name, HOME};
 use codebay_protocol::{HelperReply, HelperRequest, SandboxConfig, SpawnedFds};
 use seccompiler::BpfProgram;
 
-use crate::cgroup::ContextCgroups;
+use crate::contexts::Contexts;
 use crate::landlock::Policy;
 use crate::mounts::{self, MountPlan};
 use crate::namespaces::{SANDBOX_GID, SANDBOX_UID};
@@ -41,7 +41,7 @@ pub struct InitContext {
     /// Init's id inside the sandbox: 0 when the supervisor mapped a range, else 1000.
     pub inside_id: u32,
     /// The session's cgroup directories, delegated to init, where contexts are made.
-    pub contexts: ContextCgroups,
+    pub contexts: Contexts,
 }
 
 struct Session {
@@ -49,7 +49,7 @@ struct Session {
     seccomp: Vec<BpfProgram>,
     policy: Policy,
     devnull: OwnedFd,
-    contexts: ContextCgroups,
+    contexts: Contexts,
 }
 
 /// `report_w`: init writes 'R' after `ready` or 'E' after an error, so the supervisor
@@ -133,7 +133,12 @@ fn setup(ctx: InitContext, report: RawFd) -> Result<Option<Session>, SandboxErro
         unsafe { libc::setgroups(0, std::ptr::null()) };
     }
 
-    ipc::apply()?;
+    // The IPC sysctls belong to the namespace's root: an init mapped to one id only (a
+    // user without subordinate ids) is not it, and the kernel's defaults stay; SysV
+    // memory is still charged to the session's memory cgroup.
+    if ctx.inside_id == 0 {
+        ipc::apply()?;
+    }
     mounts::setup(&ctx.plan)?;
     let policy = Policy::for_sandbox(
         ctx.plan.read_exec_dirs(),
@@ -366,6 +371,7 @@ fn fork_child(s: &Session, child: &Child) -> Result<Spawned, SandboxError> {
         ];
         driver_child(s, child, child_fds, status_w.as_raw_fd());
     }
+    s.contexts.started(child.context, pid as libc::pid_t);
     // SAFETY: clone succeeded with CLONE_PIDFD, so pidfd is a new fd we own.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     drop((req_r, rep_w, out_w, err_w, status_w));

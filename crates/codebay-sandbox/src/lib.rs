@@ -25,6 +25,7 @@ compile_error!("codebay-sandbox supports x86_64 Linux only (seccomp filter and s
 
 pub mod cgroup;
 pub mod config;
+pub mod contexts;
 pub mod credentials;
 pub mod error;
 pub mod file_agent;
@@ -35,6 +36,7 @@ pub mod kernel_check;
 pub mod landlock;
 pub mod mounts;
 pub mod namespaces;
+pub mod process_contexts;
 pub mod protocol;
 pub mod resource_limits;
 pub mod seccomp;

@@ -2,6 +2,7 @@
 
 use std::fs;
 
+use crate::id_range::{self, IdRange, SubordinateIds};
 use crate::SandboxError;
 
 /// First host id of the range a root supervisor maps into the sandbox; inside 0..65536
@@ -85,6 +86,104 @@ pub fn clone_process_owned(flags: libc::c_int, owner: u32) -> Result<libc::pid_t
     pid
 }
 
+/// Whose host ids the session's ids are, decided once by the supervisor.
+#[derive(Debug)]
+pub enum HostIds {
+    /// A root supervisor: a range of 65536 unprivileged ids of the session's own
+    /// (inside 0..65536 → `base`..), held by its claim.
+    Range(IdRange),
+    /// An ordinary user with subordinate ids: init is the user (inside 0), the code a
+    /// subordinate id of the session's own (inside 1000).
+    Subordinate {
+        uid: u32,
+        gid: u32,
+        ids: SubordinateIds,
+    },
+    /// An ordinary user without: the user's own id is the code's (inside 1000), and
+    /// init runs as it too.
+    Own { uid: u32, gid: u32 },
+}
+
+impl HostIds {
+    pub fn choose() -> Result<HostIds, SandboxError> {
+        // SAFETY: geteuid/getegid have no preconditions.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        if uid == 0 {
+            return id_range::claim().map(HostIds::Range);
+        }
+        Ok(match id_range::subordinate(uid, gid)? {
+            Some(ids) => HostIds::Subordinate { uid, gid, ids },
+            None => HostIds::Own { uid, gid },
+        })
+    }
+
+    /// The id init switches to inside: root of the namespace unless only one id is mapped.
+    pub fn init_inside_id(&self) -> u32 {
+        match self {
+            HostIds::Own { .. } => SANDBOX_UID,
+            _ => 0,
+        }
+    }
+
+    /// Init's inside id seen from outside: the owner the session's cgroup directories
+    /// are delegated to.
+    pub fn init_host_ids(&self) -> (u32, u32) {
+        match self {
+            HostIds::Range(r) => (r.base, r.base),
+            HostIds::Subordinate { uid, gid, .. } | HostIds::Own { uid, gid } => (*uid, *gid),
+        }
+    }
+
+    /// clone_process, with the user namespace owned by the session's own host id when
+    /// the supervisor is root (see [`clone_process_owned`]).
+    pub fn clone(&self, flags: libc::c_int) -> Result<libc::pid_t, SandboxError> {
+        match self {
+            HostIds::Range(r) => clone_process_owned(flags, r.base),
+            _ => clone_process(flags),
+        }
+    }
+
+    /// Writes init's uid and gid maps.
+    pub fn write_maps(&self, pid: libc::pid_t) -> Result<(), SandboxError> {
+        match self {
+            HostIds::Range(r) => write_id_maps(pid, &id_maps(0, 0, r.base)),
+            HostIds::Own { uid, gid } => write_id_maps(pid, &id_maps(*uid, *gid, HOST_ID_BASE)),
+            HostIds::Subordinate { uid, gid, ids } => {
+                let map = |tool: &std::path::Path, own: u32, sub: u32| {
+                    let args = subordinate_map_args(pid, own, sub);
+                    let out = std::process::Command::new(tool)
+                        .args(&args)
+                        .stdin(std::process::Stdio::null())
+                        .output()
+                        .map_err(|e| {
+                            SandboxError::IdMap(format!("cannot run {}: {e}", tool.display()))
+                        })?;
+                    if !out.status.success() {
+                        return Err(SandboxError::IdMap(format!(
+                            "{} {} failed ({}): {}",
+                            tool.display(),
+                            args.join(" "),
+                            out.status,
+                            String::from_utf8_lossy(&out.stderr).trim()
+                        )));
+                    }
+                    Ok(())
+                };
+                map(&ids.newgidmap, *gid, ids.gid)?;
+                map(&ids.newuidmap, *uid, ids.uid)
+            }
+        }
+    }
+}
+
+/// `newuidmap`'s arguments: inside 0 is the user, inside 1000 the subordinate id.
+pub fn subordinate_map_args(pid: libc::pid_t, own: u32, sub: u32) -> Vec<String> {
+    [pid as u32, 0, own, 1, SANDBOX_UID, sub, 1]
+        .iter()
+        .map(u32::to_string)
+        .collect()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdMaps {
     pub uid_map: String,
@@ -108,16 +207,6 @@ pub fn id_maps(host_euid: u32, host_egid: u32, base: u32) -> IdMaps {
             gid_map: format!("{SANDBOX_GID} {host_egid} 1\n"),
             deny_setgroups: true,
         }
-    }
-}
-
-/// The host ids init runs as, its inside id seen from outside: the owner the session's
-/// cgroup directories are delegated to.
-pub fn init_host_ids(host_euid: u32, host_egid: u32, base: u32) -> (u32, u32) {
-    if host_euid == 0 {
-        (base, base)
-    } else {
-        (host_euid, host_egid)
     }
 }
 
@@ -146,7 +235,6 @@ mod tests {
         assert_eq!(m.uid_map, "0 1065536 65536\n");
         assert_eq!(m.gid_map, "0 1065536 65536\n");
         assert!(!m.deny_setgroups);
-        assert_eq!(init_host_ids(0, 0, 1_065_536), (1_065_536, 1_065_536));
     }
 
     #[test]
@@ -155,7 +243,10 @@ mod tests {
         assert_eq!(m.uid_map, "1000 1234 1\n");
         assert_eq!(m.gid_map, "1000 99 1\n");
         assert!(m.deny_setgroups);
-        assert_eq!(init_host_ids(1234, 99, HOST_ID_BASE), (1234, 99));
+        assert_eq!(
+            subordinate_map_args(77, 1234, 165_536),
+            ["77", "0", "1234", "1", "1000", "165536", "1"]
+        );
     }
 
     #[test]

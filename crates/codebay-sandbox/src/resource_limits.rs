@@ -1,7 +1,8 @@
-//! Per-process rlimits of the driver; the cgroup bounds the session as a whole.
+//! Per-process rlimits of the driver; the cgroup bounds the session as a whole (or,
+//! with `resourceLimits: 'rlimits'`, these alone do).
 
 use crate::SandboxError;
-use codebay_protocol::SandboxConfig;
+use codebay_protocol::{ResourceLimits, SandboxConfig};
 
 /// Signals queued at once by the code's user.
 pub const SIGPENDING: u64 = 1024;
@@ -10,7 +11,7 @@ pub const SIGPENDING: u64 = 1024;
 pub const MSGQUEUE_BYTES: u64 = 256 << 10;
 
 pub fn limits(c: &SandboxConfig) -> Vec<(libc::__rlimit_resource_t, &'static str, u64)> {
-    vec![
+    let mut v = vec![
         (libc::RLIMIT_NOFILE, "NOFILE", c.max_open_files),
         (libc::RLIMIT_FSIZE, "FSIZE", c.max_file_bytes),
         // No core dumps: they would fill the workspace and may leak memory contents.
@@ -19,7 +20,17 @@ pub fn limits(c: &SandboxConfig) -> Vec<(libc::__rlimit_resource_t, &'static str
         // namespaces: small, so a session cannot build up a host-sized backlog.
         (libc::RLIMIT_SIGPENDING, "SIGPENDING", SIGPENDING),
         (libc::RLIMIT_MSGQUEUE, "MSGQUEUE", MSGQUEUE_BYTES),
-    ]
+    ];
+    if c.resource_limits == ResourceLimits::Rlimits {
+        // No cgroup bounds the session: each process gets the memory, and the code's
+        // user the processes. Data, not address space: V8 reserves gigabytes it never
+        // touches, and only writable private memory is counted here. The kernel counts
+        // RLIMIT_NPROC per user in the sandbox's user namespace, so it caps the
+        // session's processes as a whole (init's and the file agent's included).
+        v.push((libc::RLIMIT_DATA, "DATA", c.memory_bytes));
+        v.push((libc::RLIMIT_NPROC, "NPROC", c.max_processes));
+    }
+    v
 }
 
 pub fn apply(c: &SandboxConfig) -> Result<(), SandboxError> {

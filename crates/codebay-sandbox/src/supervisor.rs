@@ -8,12 +8,15 @@
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use codebay_protocol::{HelperReply, SandboxConfig};
+use codebay_protocol::{HelperReply, ResourceLimits, SandboxConfig};
 
 use crate::cgroup::{self, ContextCgroups, SessionCgroups};
+use crate::contexts::Contexts;
 use crate::init::{self, InitContext};
+use crate::namespaces::{self, HostIds};
+use crate::process_contexts::ProcessContexts;
 use crate::protocol::{self, CONTROL_FD};
-use crate::{config, id_range, kernel_check, mounts, namespaces, seccomp, sys, SandboxError};
+use crate::{config, kernel_check, mounts, seccomp, sys, SandboxError};
 
 static INIT_PID: AtomicI32 = AtomicI32::new(0);
 
@@ -54,7 +57,19 @@ pub fn run() -> i32 {
         Ok(p) => p,
         Err(e) => return fail(&e),
     };
-    let layout = match cgroup::detect() {
+    // The session's host ids (a range of its own as root, a subordinate id as a user
+    // who has them), held until exit.
+    let ids = match HostIds::choose() {
+        Ok(ids) => ids,
+        Err(e) => return fail(&e),
+    };
+    if config.resource_limits == ResourceLimits::Rlimits {
+        // The user's explicit opt-in: no cgroup at all; contexts are process trees.
+        let ready = HelperReply::Ready { cgroup: None };
+        let contexts = Contexts::Processes(ProcessContexts::default());
+        return run_session(config, plan, seccomp, None, ready, contexts, &ids);
+    }
+    let layout = match cgroup::detect(&config) {
         Ok(l) => l,
         Err(e) => return fail(&e),
     };
@@ -62,22 +77,16 @@ pub fn run() -> i32 {
         Ok(cg) => cg,
         Err(e) => return fail(&e),
     };
-    // A root supervisor maps a host id range of the session's own; held until exit.
-    // SAFETY: geteuid has no preconditions.
-    let range = if unsafe { libc::geteuid() } == 0 {
-        match id_range::claim() {
-            Ok(r) => Some(r),
-            Err(e) => {
-                cg.destroy();
-                return fail(&e);
-            }
-        }
-    } else {
-        None
-    };
-    let base = range.as_ref().map_or(namespaces::HOST_ID_BASE, |r| r.base);
-    let code = match delegate(&cg, base) {
-        Ok((ready, contexts)) => run_session(config, plan, seccomp, &cg, ready, contexts, base),
+    let code = match delegate(&cg, &ids) {
+        Ok((ready, contexts)) => run_session(
+            config,
+            plan,
+            seccomp,
+            Some(&cg),
+            ready,
+            Contexts::Cgroups(contexts),
+            &ids,
+        ),
         Err(e) => fail(&e),
     };
     cg.destroy();
@@ -86,12 +95,15 @@ pub fn run() -> i32 {
 
 /// Hands the session's cgroups to init's host ids and opens the directory fds init
 /// inherits; returns them with the `ready` reply that names the directories.
-fn delegate(cg: &SessionCgroups, base: u32) -> Result<(HelperReply, ContextCgroups), SandboxError> {
-    // SAFETY: geteuid/getegid have no preconditions.
-    let (uid, gid) =
-        namespaces::init_host_ids(unsafe { libc::geteuid() }, unsafe { libc::getegid() }, base);
+fn delegate(
+    cg: &SessionCgroups,
+    ids: &HostIds,
+) -> Result<(HelperReply, ContextCgroups), SandboxError> {
+    let (uid, gid) = ids.init_host_ids();
     cg.delegate(uid, gid)?;
-    let ready = HelperReply::Ready { cgroup: cg.info()? };
+    let ready = HelperReply::Ready {
+        cgroup: Some(cg.info()?),
+    };
     Ok((ready, cg.open()?))
 }
 
@@ -99,10 +111,10 @@ fn run_session(
     config: SandboxConfig,
     plan: mounts::MountPlan,
     seccomp: Vec<seccompiler::BpfProgram>,
-    cg: &SessionCgroups,
+    cg: Option<&SessionCgroups>,
     ready: HelperReply,
-    contexts: ContextCgroups,
-    base: u32,
+    contexts: Contexts,
+    ids: &HostIds,
 ) -> i32 {
     let pipes = sys::pipe().and_then(|a| sys::pipe().map(|b| (a, b)));
     let ((release_r, release_w), (report_r, report_w)) = match pipes {
@@ -110,23 +122,12 @@ fn run_session(
         Err(e) => return fail(&SandboxError::Init(format!("cannot create pipes: {e}"))),
     };
     // Decided before clone: in the child, until the supervisor writes the id maps, every
-    // id reads as the overflow id, so asking there would always pick the unprivileged
-    // case and leave init with the same uid as the user code it spawns.
-    // SAFETY: geteuid has no preconditions.
-    let inside_id = if unsafe { libc::geteuid() } == 0 {
-        0
-    } else {
-        namespaces::SANDBOX_UID
-    };
+    // id reads as the overflow id.
+    let inside_id = ids.init_inside_id();
     let flags = namespaces::clone_flags(config.network);
     // A root supervisor makes the user namespace as the session's own host id, so that
     // nothing counted per user inside it is counted against root.
-    // SAFETY: geteuid has no preconditions.
-    let cloned = if unsafe { libc::geteuid() } == 0 {
-        namespaces::clone_process_owned(flags, base)
-    } else {
-        namespaces::clone_process(flags)
-    };
+    let cloned = ids.clone(flags);
     let pid = match cloned {
         Ok(p) => p,
         Err(e) => return fail(&e),
@@ -150,11 +151,9 @@ fn run_session(
     // Only init works in the context cgroups; the supervisor cleans up by path.
     drop((release_r, report_w, plan, contexts));
 
-    // SAFETY: geteuid/getegid have no preconditions.
-    let maps = namespaces::id_maps(unsafe { libc::geteuid() }, unsafe { libc::getegid() }, base);
     let prepared = cg
-        .add_init(pid)
-        .and_then(|()| namespaces::write_id_maps(pid, &maps));
+        .map_or(Ok(()), |cg| cg.add_init(pid))
+        .and_then(|()| ids.write_maps(pid));
     if let Err(e) = prepared {
         // SAFETY: pid is our child.
         unsafe { libc::kill(pid, libc::SIGKILL) };

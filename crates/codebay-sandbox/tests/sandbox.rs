@@ -165,7 +165,7 @@ fn ask(sock: &OwnedFd, req: &HelperRequest) -> (HelperReply, Vec<OwnedFd>) {
 
 fn ready(sock: &OwnedFd) -> CgroupInfo {
     match recv(sock).0 {
-        HelperReply::Ready { cgroup } => cgroup,
+        HelperReply::Ready { cgroup: Some(cgroup) } => cgroup,
         other => panic!("not ready: {other:?}"),
     }
 }

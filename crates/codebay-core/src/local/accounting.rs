@@ -67,7 +67,22 @@ pub struct Events {
 }
 
 impl ContextCounters {
-    pub fn open(cgroup: &CgroupInfo, context: &str) -> Self {
+    /// Without a cgroup (rlimits only) there is nothing to count: a failure then shows
+    /// as what the process itself saw (`MemoryError`, `BlockingIOError`).
+    pub fn open(cgroup: Option<&CgroupInfo>, context: &str) -> Self {
+        let Some(cgroup) = cgroup else {
+            return ContextCounters {
+                oom_kills: EventCounter {
+                    file: None,
+                    key: "oom_kill",
+                },
+                refused_forks: EventCounter {
+                    file: None,
+                    key: "max",
+                },
+                processes: None,
+            };
+        };
         ContextCounters {
             oom_kills: EventCounter::open(&cgroup.memory_events(context), "oom_kill"),
             refused_forks: EventCounter::open(&cgroup.pids_events(context), "max"),

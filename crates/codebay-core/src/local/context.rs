@@ -60,8 +60,8 @@ impl Shared {
         )
     }
 
-    fn cgroup(&self) -> &CgroupInfo {
-        &self.sandbox.cgroup
+    fn cgroup(&self) -> Option<&CgroupInfo> {
+        self.sandbox.cgroup.as_ref()
     }
 }
 

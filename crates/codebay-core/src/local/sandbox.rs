@@ -37,6 +37,11 @@ impl SandboxError {
     pub fn is_kernel_unsupported(&self) -> bool {
         matches!(self, SandboxError::Setup { step, .. } if step == "kernel_check")
     }
+
+    /// Not root and no cgroup delegated: the message says how to get one.
+    pub fn is_no_cgroup(&self) -> bool {
+        matches!(self, SandboxError::Setup { step, .. } if step == "no_cgroup")
+    }
 }
 
 /// A spawned process: its pid inside the sandbox and its descriptors.
@@ -48,7 +53,8 @@ pub struct Spawned {
 pub struct Sandbox {
     control: Mutex<Option<ControlSocket>>,
     helper: Mutex<Option<tokio::process::Child>>,
-    pub cgroup: CgroupInfo,
+    /// None for a session with rlimits only.
+    pub cgroup: Option<CgroupInfo>,
 }
 
 /// How long a spawn or kill may take: init answers in milliseconds; one that does not
@@ -243,7 +249,12 @@ impl Sandbox {
         };
         end_helper(control, &mut child).await;
         // A helper that was killed could not remove its cgroups: do it for it.
-        let dirs: Vec<PathBuf> = self.cgroup.dirs.iter().map(PathBuf::from).collect();
+        let dirs: Vec<PathBuf> = self
+            .cgroup
+            .iter()
+            .flat_map(|c| &c.dirs)
+            .map(PathBuf::from)
+            .collect();
         if dirs.iter().any(|d| d.exists()) {
             let _ =
                 tokio::task::spawn_blocking(move || codebay_sandbox::cgroup::destroy_tree(&dirs))

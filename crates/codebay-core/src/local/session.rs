@@ -117,6 +117,8 @@ impl LocalSession {
             .map_err(|e| {
                 let code = if e.is_kernel_unsupported() {
                     ErrorCode::KernelUnsupported
+                } else if e.is_no_cgroup() {
+                    ErrorCode::NoCgroup
                 } else {
                     ErrorCode::SandboxFailed
                 };
