@@ -232,12 +232,19 @@ impl SessionOptions {
 /// `/user.slice/codebay`): names of `[A-Za-z0-9_.@:-]`, no `.` or `..`.
 pub fn cgroup_parent(v: &Value) -> Result<String, CodebayError> {
     let Some(path) = v.as_str() else {
-        return Err(wrong_type("cgroupParent", "a cgroup path such as '/codebay-alice'", v));
+        return Err(wrong_type(
+            "cgroupParent",
+            "a cgroup path such as '/codebay-alice'",
+            v,
+        ));
     };
     let names: Vec<&str> = path.split('/').filter(|n| !n.is_empty()).collect();
     let fine = |n: &&str| {
-        *n != "." && *n != ".." && n.len() <= 255
-            && n.chars().all(|c| c.is_ascii_alphanumeric() || "_.@:-".contains(c))
+        *n != "."
+            && *n != ".."
+            && n.len() <= 255
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.@:-".contains(c))
     };
     if names.is_empty() || !names.iter().all(fine) {
         return Err(range_error(format!(

@@ -191,9 +191,7 @@ fn endpoint_url(given: &str, what: &str) -> Result<reqwest::Url, CodebayError> {
 
 fn timeout_of(ms: Option<f64>, what: &str, given: &str) -> Result<Duration, CodebayError> {
     match ms {
-        Some(ms) if (1.0..=86_400_000.0).contains(&ms) => {
-            Ok(Duration::from_millis(ms as u64))
-        }
+        Some(ms) if (1.0..=86_400_000.0).contains(&ms) => Ok(Duration::from_millis(ms as u64)),
         _ => Err(range_error(format!(
             "{what} must be a number of milliseconds from 1 to 86400000, got {given}"
         ))),
