@@ -95,6 +95,20 @@ export interface LocalSessionOptions {
    * `ERR_CODEBAY_PRELOAD_FAILED`. Python only (`py` and `python3` are accepted as keys).
    */
   preload?: { python?: string[]; py?: string[]; python3?: string[] }
+  /**
+   * The cgroup (a path from each hierarchy's root, e.g. `/codebay-alice`) to make the
+   * session's cgroups under: for an ordinary user on cgroup v1, a parent per controller
+   * that an administrator made and gave to the user. Default: `CODEBAY_CGROUP_PARENT`,
+   * else `codebay` at the root (root) or the delegated cgroup v2 subtree (not root).
+   */
+  cgroupParent?: string
+  /**
+   * What bounds the session. `'cgroup'` (default): memory and processes of the whole
+   * session. `'rlimits'`: an explicit opt-in where no cgroup can be had: per-process
+   * memory (RLIMIT_DATA) and processes of the code's user (RLIMIT_NPROC) only, no
+   * session-wide memory cap, failures named as the code sees them. Never a fallback.
+   */
+  resourceLimits?: 'cgroup' | 'rlimits'
 }
 
 /**
