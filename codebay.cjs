@@ -4,11 +4,13 @@
 // else, loading it fails here with an error that says so.
 'use strict'
 
-const NEEDS = 'Linux on x86-64 (platform linux, arch x64)'
+const NEEDS = 'Linux on x86-64 with glibc (platform linux, arch x64)'
 
-if (process.platform !== 'linux' || process.arch !== 'x64') {
+// musl (Alpine) has no glibcVersionRuntime in the process report.
+const glibc = process.platform === 'linux' && Boolean(process.report?.getReport?.().header?.glibcVersionRuntime)
+if (process.platform !== 'linux' || process.arch !== 'x64' || !glibc) {
   const error = new Error(
-    `codebay does not run on ${process.platform} ${process.arch}: it needs ${NEEDS}. ` +
+    `codebay does not run on ${process.platform} ${process.arch}${process.platform === 'linux' && !glibc ? ' without glibc (musl?)' : ''}: it needs ${NEEDS}. ` +
       'Its sandbox is built from Linux user namespaces, seccomp and Landlock, and the ' +
       'package ships its native addon and sandbox helper for x86_64-unknown-linux-gnu only.',
   )

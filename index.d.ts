@@ -33,6 +33,7 @@ export type CodebayErrorCode =
   | 'ERR_CODEBAY_NO_API_KEY'
   | 'ERR_CODEBAY_NOT_SUPPORTED'
   | 'ERR_CODEBAY_REMOTE_FAILED'
+  | 'ERR_CODEBAY_UNSUPPORTED_PLATFORM'
 
 /** An `Error`, `TypeError` or `RangeError` thrown by codebay. */
 export interface CodebayError extends Error {
