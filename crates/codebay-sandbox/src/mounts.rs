@@ -54,7 +54,19 @@ pub struct MountPlan {
 }
 
 fn m_err(what: String, e: io::Error) -> SandboxError {
-    SandboxError::Mounts(format!("{what}: {e}"))
+    SandboxError::Mounts(format!("{what}: {e}{}", refused_hint(&e)))
+}
+
+/// For a mount refused by policy (a container's seccomp or AppArmor profile, or its
+/// masked /proc): what allows it.
+fn refused_hint(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => format!(
+            "; {}",
+            crate::kernel_check::container_hint(crate::kernel_check::Feature::Mounts)
+        ),
+        _ => String::new(),
+    }
 }
 
 pub fn etc_files(
@@ -380,7 +392,12 @@ pub fn setup(plan: &MountPlan) -> Result<(), SandboxError> {
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         Some("hidepid=2"),
     )
-    .map_err(|e| SandboxError::Proc(format!("cannot mount a fresh /proc: {e}")))?;
+    .map_err(|e| {
+        SandboxError::Proc(format!(
+            "cannot mount a fresh /proc: {e}{}",
+            refused_hint(&e)
+        ))
+    })?;
 
     pivot_root()?;
 
