@@ -12,6 +12,8 @@
 //!
 //! - [`file_agent`] (inside, as the code's user): the same binary run by init to serve
 //!   the session's file operations, confined as the code is.
+//! - [`doctor`] (`codebay-sandbox doctor`): checks what this machine gives the sandbox
+//!   with the same probes, and says how to get what is missing.
 //!
 //! The helper knows no language: the engine says what to execute. As a library it
 //! also gives the engine the one SCM_RIGHTS implementation both sides use,
@@ -27,6 +29,7 @@ pub mod cgroup;
 pub mod config;
 pub mod contexts;
 pub mod credentials;
+pub mod doctor;
 pub mod error;
 pub mod file_agent;
 pub mod id_range;

@@ -111,27 +111,7 @@ fn start_under(
     let (ours, theirs) = sys::seqpacket_pair().unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_codebay-sandbox"));
     if let Some(program) = kernel_without {
-        // SAFETY: the closure runs between fork and exec and only makes two syscalls
-        // (prctl, seccomp) on memory the parent prepared; it allocates nothing.
-        unsafe {
-            command.pre_exec(move || {
-                let fprog = libc::sock_fprog {
-                    len: program.len() as u16,
-                    filter: program.as_ptr() as *mut libc::sock_filter,
-                };
-                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-                    || libc::syscall(
-                        libc::SYS_seccomp,
-                        1, /* SECCOMP_SET_MODE_FILTER */
-                        0,
-                        &fprog,
-                    ) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        filtered_on_exec(&mut command, program);
     }
     let child = command
         .stdin(Stdio::from(theirs))
@@ -146,6 +126,31 @@ fn start_under(
         .unwrap();
     sys::send_with_fds(ours.as_raw_fd(), config, &[]).unwrap();
     (ours, child)
+}
+
+/// Makes `command` exec under `program`, a seccomp filter installed between fork and exec.
+fn filtered_on_exec(command: &mut Command, program: seccompiler::BpfProgram) {
+    // SAFETY: the closure runs between fork and exec and only makes two syscalls
+    // (prctl, seccomp) on memory the parent prepared; it allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            let fprog = libc::sock_fprog {
+                len: program.len() as u16,
+                filter: program.as_ptr() as *mut libc::sock_filter,
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::syscall(
+                    libc::SYS_seccomp,
+                    1, /* SECCOMP_SET_MODE_FILTER */
+                    0,
+                    &fprog,
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 fn recv(sock: &OwnedFd) -> (HelperReply, Vec<OwnedFd>) {
@@ -794,4 +799,182 @@ fn a_kernel_without_user_namespaces_is_refused_by_name() {
         "cgroups left after a refused start: {leftovers:?}"
     );
     let _ = std::fs::remove_dir_all(rt);
+}
+
+/// `deny`, for several syscalls at once: each fails with `errno` when its flag (if any)
+/// is set in its first argument.
+fn deny_all(rules: &[(libc::c_long, Option<u64>)], errno: i32) -> seccompiler::BpfProgram {
+    use seccompiler::{
+        SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
+    };
+    let map = rules
+        .iter()
+        .map(|&(syscall, flag)| {
+            let rules = match flag {
+                None => vec![],
+                Some(flag) => vec![SeccompRule::new(vec![SeccompCondition::new(
+                    0,
+                    SeccompCmpArgLen::Qword,
+                    SeccompCmpOp::MaskedEq(flag),
+                    flag,
+                )
+                .unwrap()])
+                .unwrap()],
+            };
+            (syscall, rules)
+        })
+        .collect();
+    SeccompFilter::new(
+        map,
+        SeccompAction::Allow,
+        SeccompAction::Errno(errno as u32),
+        seccompiler::TargetArch::x86_64,
+    )
+    .unwrap()
+    .try_into()
+    .unwrap()
+}
+
+/// The kernel check's refusal names what allows the feature: a container cannot add
+/// Landlock (the host kernel must have it), and a seccomp profile that refuses its
+/// calls must allow them.
+#[test]
+fn a_refused_landlock_says_what_allows_it() {
+    for (errno, why) in [
+        (libc::ENOSYS, "CONFIG_SECURITY_LANDLOCK"),
+        (libc::EPERM, "refused by a seccomp filter"),
+    ] {
+        let rt = runtimes_dir("llhint");
+        let cfg = serde_json::to_vec(&config("llhint", &rt, &[])).unwrap();
+        let (sock, mut child) = start_under(
+            &cfg,
+            Some(deny(libc::SYS_landlock_create_ruleset, None, errno)),
+        );
+        match recv(&sock).0 {
+            HelperReply::Error { step, message, .. } => {
+                assert_eq!(step, "kernel_check", "{message}");
+                assert!(message.contains("missing: Landlock"), "{message}");
+                assert!(message.contains(why), "{message}");
+                for hint in ["lsm=", "no container setting can add", "docs/containers.md"] {
+                    assert!(message.contains(hint), "{hint}: {message}");
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!wait_exit(&mut child).success());
+        let _ = std::fs::remove_dir_all(rt);
+    }
+}
+
+/// `codebay-sandbox doctor --json` under `program`: its exit status and checks by name.
+fn doctor_under(
+    program: Option<seccompiler::BpfProgram>,
+) -> (i32, BTreeMap<String, serde_json::Value>) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_codebay-sandbox"));
+    command
+        .args(["doctor", "--json"])
+        .env_remove("CODEBAY_CGROUP_PARENT");
+    if let Some(p) = program {
+        filtered_on_exec(&mut command, p);
+    }
+    let out = command.output().unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let checks = answer["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap().to_owned(), c.clone()))
+        .collect();
+    (out.status.code().unwrap(), checks)
+}
+
+/// The doctor tries each layer for real: under a filter shaped like a container
+/// runtime's default profile (no unshare, no clone of a user namespace, no Landlock)
+/// it names each refusal, with the setting that allows it, and exits 1.
+#[test]
+fn the_doctor_names_each_refused_layer_and_its_fix() {
+    let verdict = |checks: &BTreeMap<String, serde_json::Value>, name: &str| {
+        checks[name]["verdict"].as_str().unwrap().to_owned()
+    };
+    let (status, checks) = doctor_under(None);
+    for name in ["user_namespaces", "mounts", "seccomp", "landlock"] {
+        assert_eq!(verdict(&checks, name), "ok", "{name}: {:?}", checks[name]);
+    }
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        assert_eq!(status, 0, "{checks:?}");
+        assert_eq!(verdict(&checks, "cgroup"), "ok");
+        assert_eq!(verdict(&checks, "id_mapping"), "ok");
+    }
+
+    let container_like = deny_all(
+        &[
+            (libc::SYS_unshare, None),
+            (libc::SYS_clone, Some(libc::CLONE_NEWUSER as u64)),
+            (libc::SYS_landlock_create_ruleset, None),
+        ],
+        libc::EPERM,
+    );
+    let (status, checks) = doctor_under(Some(container_like));
+    assert_eq!(status, 1, "{checks:?}");
+    let userns = &checks["user_namespaces"];
+    assert_eq!(userns["verdict"], "missing");
+    assert!(
+        userns["detail"]
+            .as_str()
+            .unwrap()
+            .contains("unshare(CLONE_NEWUSER): Operation not permitted"),
+        "{userns}"
+    );
+    assert!(
+        userns["fix"]
+            .as_str()
+            .unwrap()
+            .contains("--security-opt seccomp=unconfined"),
+        "{userns}"
+    );
+    assert_eq!(verdict(&checks, "mounts"), "missing");
+    assert_eq!(verdict(&checks, "id_mapping"), "missing");
+    let ll = &checks["landlock"];
+    assert_eq!(ll["verdict"], "missing");
+    assert!(
+        ll["detail"]
+            .as_str()
+            .unwrap()
+            .contains("refused by a seccomp filter"),
+        "{ll}"
+    );
+    assert!(
+        ll["fix"]
+            .as_str()
+            .unwrap()
+            .contains("CONFIG_SECURITY_LANDLOCK"),
+        "{ll}"
+    );
+    assert_eq!(
+        verdict(&checks, "seccomp"),
+        "ok",
+        "stacking a filter is allowed under another"
+    );
+
+    // Only mount refused (AppArmor's `deny mount` in docker-default does this).
+    let (_, checks) = doctor_under(Some(deny(libc::SYS_mount, None, libc::EACCES)));
+    assert_eq!(verdict(&checks, "user_namespaces"), "ok");
+    let mounts = &checks["mounts"];
+    assert_eq!(mounts["verdict"], "missing", "{mounts}");
+    assert!(
+        mounts["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Permission denied"),
+        "{mounts}"
+    );
+    assert!(
+        mounts["fix"]
+            .as_str()
+            .unwrap()
+            .contains("systempaths=unconfined"),
+        "{mounts}"
+    );
 }
