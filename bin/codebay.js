@@ -9,6 +9,7 @@ const path = require('node:path')
 const USAGE = `Usage:
   codebay run [--language LANG] (--code CODE | FILE | -) [--timeout S] [--json]
               [--out-dir DIR] [--network] [-- ARG...]
+  codebay doctor [--cgroup-parent P] [--json]
   codebay --version
 
 Runs the code in a fresh local sandbox; its output streams to this terminal as it
@@ -26,7 +27,16 @@ is written, then the value of its last expression is printed.
                   FILE, '-' or '-c'), process.argv.slice(2) in JavaScript
   --version       print codebay's version
 
-Exit status: 0 when the code ran cleanly, 1 when it failed, 2 on a usage error.`
+doctor checks what this machine gives the sandbox (kernel features, cgroups, id
+mapping, Node, Python), trying each for real where that is cheap, and says what is
+missing and how to fix it.
+  --cgroup-parent the cgroupParent sessions would be given (default:
+                  $CODEBAY_CGROUP_PARENT)
+  --json          print the checks as JSON: { ok, checks: [{ name, verdict, detail,
+                  fix }] }, verdict 'ok', 'warning' or 'missing'
+
+Exit status: run: 0 when the code ran cleanly, 1 when it failed; doctor: 0 when
+nothing required is missing, 1 otherwise; 2 on a usage error.`
 
 /** The image fields of a result item, and the extension each is written with. */
 const IMAGES = [['png', 'png', 'base64'], ['jpeg', 'jpg', 'base64'], ['svg', 'svg', 'utf8']]
@@ -55,6 +65,7 @@ function parse(argv) {
         json: { type: 'boolean', default: false },
         network: { type: 'boolean', default: false },
         'out-dir': { type: 'string', short: 'o' },
+        'cgroup-parent': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
         version: { type: 'boolean', default: false },
       },
@@ -70,6 +81,8 @@ function parse(argv) {
   const ours = tokens.filter((t) => t.kind === 'positional' && (!terminator || t.index < terminator.index)).map((t) => t.value)
   const codeArgs = terminator ? argv.slice(terminator.index + 1) : []
   const [command, ...rest] = ours
+  if (command === 'doctor') return parseDoctor(values, rest, terminator)
+  if (values['cgroup-parent'] !== undefined) throw new UsageError('--cgroup-parent is an option of doctor')
   if (command !== 'run') throw new UsageError(command ? `unknown command '${command}'` : 'no command given')
   if (rest.length > 1) throw new UsageError(`expected one FILE, got ${rest.length}`)
   const file = rest[0]
@@ -98,6 +111,16 @@ function parse(argv) {
   }
   const script = values.code !== undefined ? '-c' : file
   return { code, language, timeoutS, json: values.json, network: values.network, outDir, script, codeArgs, passArgs: terminator !== undefined }
+}
+
+/** `codebay doctor`'s options: only --cgroup-parent and --json. */
+function parseDoctor(values, rest, terminator) {
+  if (rest.length > 0) throw new UsageError(`doctor takes no arguments, got '${rest[0]}'`)
+  const runOnly = ['language', 'code', 'timeout', 'out-dir'].filter((o) => values[o] !== undefined)
+  if (values.network) runOnly.push('network')
+  if (runOnly.length > 0 || terminator) throw new UsageError(`doctor takes only --cgroup-parent and --json${runOnly.length ? `, not --${runOnly[0]}` : ''}`)
+  if (values['cgroup-parent'] === '') throw new UsageError('--cgroup-parent needs a cgroup path')
+  return { doctor: true, json: values.json, cgroupParent: values['cgroup-parent'] }
 }
 
 /**
@@ -180,6 +203,7 @@ async function main() {
     process.stdout.write(`${require('../package.json').version}\n`)
     return 0
   }
+  if (args.doctor) return doctor(args)
   const { LocalSession } = require('../index.js')
   let session
   try {
@@ -249,6 +273,131 @@ function report(result) {
   } else if (!result.success && result.errorMessage) {
     process.stderr.write(`${result.errorMessage}\n`)
   }
+}
+
+// --- codebay doctor ------------------------------------------------------------------
+
+const PACKAGE_DIR = path.resolve(__dirname, '..')
+const NODE_MAJOR_REQUIRED = 20
+
+/**
+ * The helper a session would run: $CODEBAY_SANDBOX_BIN, else `codebay-sandbox` beside
+ * the addon (the package directory), as the addon's placement() finds it.
+ */
+function helperPath() {
+  return process.env.CODEBAY_SANDBOX_BIN || path.join(PACKAGE_DIR, 'codebay-sandbox')
+}
+
+function check(name, verdict, detail, fix = null) {
+  return { name, verdict, detail, fix }
+}
+
+function nodeCheck() {
+  const major = Number(process.versions.node.split('.')[0])
+  const detail = `Node ${process.version} at ${process.execPath} (needs ${NODE_MAJOR_REQUIRED} or later); sessions run JavaScript with this same Node`
+  return major >= NODE_MAJOR_REQUIRED
+    ? check('node', 'ok', detail)
+    : check('node', 'missing', detail, `install Node ${NODE_MAJOR_REQUIRED} or later (https://nodejs.org, or your distribution's nodejs package)`)
+}
+
+function addonCheck() {
+  const file = path.join(PACKAGE_DIR, 'codebay.linux-x64-gnu.node')
+  try {
+    require('../index.js')
+    return check('addon', 'ok', `loads ${file}`)
+  } catch (err) {
+    return check('addon', 'missing', `the native addon does not load: ${err.message}`,
+      'codebay ships one build, for x86_64 Linux with glibc: reinstall it there (`npm install codebay`); in a clone, `npm run build`')
+  }
+}
+
+/** The same question the engine asks of `python3` on PATH (its real executable). */
+function pythonCheck() {
+  const env = { ...process.env }
+  delete env.PYTHONHOME
+  const r = require('node:child_process').spawnSync('python3', ['-I', '-S', '-c', 'import sys; print(sys.executable); print(sys.version.split()[0])'], { encoding: 'utf8', env, timeout: 30_000 })
+  const onlyPython = 'only Python runs need it'
+  if (r.status === 0) {
+    const [executable, version] = r.stdout.trim().split('\n')
+    return check('python', 'ok', `Python ${version} at ${executable} (python3 on PATH); ${onlyPython}`)
+  }
+  const why = r.error?.code === 'ENOENT' ? 'python3 is not installed or not on PATH' : `python3 did not answer (${r.error?.message ?? `exit status ${r.status}`}${r.stderr ? `: ${r.stderr.trim()}` : ''})`
+  return check('python', 'warning',
+    `${why}: ${onlyPython}. JavaScript runs work; Python runs fail with InterpreterNotFound, and LocalSession.create() rejects while it prewarms Python (its default): pass prewarm: [] where there is no Python`,
+    'install Python 3 (e.g. `apt-get install python3`), or give sessions its path with the `python` option')
+}
+
+/** The helper's checks (kernel, cgroups, id mapping), or why they could not be had. */
+function helperChecks(cgroupParent) {
+  const helper = helperPath()
+  const fix = process.env.CODEBAY_SANDBOX_BIN
+    ? 'point CODEBAY_SANDBOX_BIN at the codebay-sandbox binary, or unset it'
+    : 'reinstall codebay (`npm install codebay`); in a clone, `npm run build` copies the helper beside the addon'
+  try {
+    fs.accessSync(helper, fs.constants.X_OK)
+  } catch (err) {
+    return { checks: [check('helper', 'missing', `no executable sandbox helper at ${helper} (${err.code})`, fix)] }
+  }
+  const args = ['doctor', '--json', ...(cgroupParent !== undefined ? ['--cgroup-parent', cgroupParent] : [])]
+  const r = require('node:child_process').spawnSync(helper, args, { encoding: 'utf8', timeout: 60_000 })
+  if (r.status === 2) return { usage: r.stderr.trim() }
+  let answer
+  try {
+    answer = JSON.parse(r.stdout)
+  } catch {
+    const why = r.error ? r.error.message : `exit status ${r.status ?? r.signal}${r.stderr ? `: ${r.stderr.trim()}` : ''}`
+    return { checks: [check('helper', 'missing', `${helper} doctor did not answer (${why})`, fix)] }
+  }
+  return { checks: [check('helper', 'ok', helper), ...answer.checks], cgroupParent: answer.cgroupParent }
+}
+
+/** Word-wraps `text` to `width` columns, every line after the first indented by `indent`. */
+function wrap(text, width, indent) {
+  const lines = []
+  let line = ''
+  for (const word of text.split(/\s+/)) {
+    if (line && line.length + 1 + word.length > width) {
+      lines.push(line)
+      line = word
+    } else {
+      line = line ? `${line} ${word}` : word
+    }
+  }
+  if (line) lines.push(line)
+  return lines.join(`\n${' '.repeat(indent)}`)
+}
+
+function table(checks) {
+  const nameWidth = Math.max(...checks.map((c) => c.name.length))
+  const indent = 9 + nameWidth + 2
+  const width = Math.max(40, (process.stdout.columns || 100) - indent)
+  const out = []
+  for (const c of checks) {
+    out.push(`${c.verdict.padEnd(8)} ${c.name.padEnd(nameWidth)}  ${wrap(c.detail, width, indent)}`)
+    if (c.fix) out.push(`${' '.repeat(indent)}${wrap(`fix: ${c.fix}`, width, indent)}`)
+  }
+  return out.join('\n')
+}
+
+function doctor({ json, cgroupParent }) {
+  const fromHelper = helperChecks(cgroupParent)
+  if (fromHelper.usage !== undefined) {
+    process.stderr.write(`codebay: ${fromHelper.usage.replace(/^codebay-sandbox doctor: /, '').split('\n')[0]}\n\n${USAGE}\n`)
+    return 2
+  }
+  const checks = [nodeCheck(), addonCheck(), ...fromHelper.checks, pythonCheck()]
+  const ok = checks.every((c) => c.verdict !== 'missing')
+  if (json) {
+    process.stdout.write(`${JSON.stringify({ ok, cgroupParent: fromHelper.cgroupParent ?? null, checks }, null, 2)}\n`)
+  } else {
+    const missing = checks.filter((c) => c.verdict === 'missing').map((c) => c.name)
+    const warnings = checks.filter((c) => c.verdict === 'warning').map((c) => c.name)
+    const summary = missing.length > 0
+      ? `Missing: ${missing.join(', ')}. LocalSession.create() fails on this machine until that is fixed.`
+      : `Everything codebay needs is here${warnings.length ? ` (warnings: ${warnings.join(', ')})` : ''}.`
+    process.stdout.write(`codebay doctor: what this machine gives the sandbox\n\n${table(checks)}\n\n${summary}\n`)
+  }
+  return ok ? 0 : 1
 }
 
 main().then(
