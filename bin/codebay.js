@@ -44,7 +44,7 @@ const IMAGES = [['png', 'png', 'base64'], ['jpeg', 'jpg', 'base64'], ['svg', 'sv
 /** The language of a file, from the engine's runtime registry (its extensions). */
 function languageOfFile(file) {
   const extension = path.extname(file).toLowerCase().slice(1)
-  const { supportedLanguages } = require('../index.js')
+  const { supportedLanguages } = require('../codebay.cjs')
   return supportedLanguages().find((language) => language.extensions.includes(extension))?.name
 }
 
@@ -204,10 +204,11 @@ async function main() {
     return 0
   }
   if (args.doctor) return doctor(args)
-  const { LocalSession } = require('../index.js')
+  const { LocalSession } = require('../codebay.cjs')
   let session
   try {
-    session = await LocalSession.create({ network: args.network, poolSize: 0 })
+    // No prewarm: the one run starts its own interpreter, so a JavaScript run needs no Python.
+    session = await LocalSession.create({ network: args.network, poolSize: 0, prewarm: [] })
   } catch (err) {
     process.stderr.write(`codebay: ${err.message}\n`)
     return 1
@@ -258,7 +259,7 @@ async function main() {
 
 /** The canonical name of a language the user gave, or the name as given (runCode then refuses it). */
 function supportedLanguage(given) {
-  const { supportedLanguages } = require('../index.js')
+  const { supportedLanguages } = require('../codebay.cjs')
   const wanted = given.trim().toLowerCase()
   return supportedLanguages().find((l) => l.name === wanted || l.aliases.includes(wanted))?.name ?? given
 }
@@ -303,7 +304,7 @@ function nodeCheck() {
 function addonCheck() {
   const file = path.join(PACKAGE_DIR, 'codebay.linux-x64-gnu.node')
   try {
-    require('../index.js')
+    require('../codebay.cjs')
     return check('addon', 'ok', `loads ${file}`)
   } catch (err) {
     return check('addon', 'missing', `the native addon does not load: ${err.message}`,

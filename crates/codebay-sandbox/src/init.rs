@@ -122,9 +122,17 @@ fn setup(ctx: InitContext, report: RawFd) -> Result<Option<Session>, SandboxErro
     let name = mounts::HOSTNAME.as_bytes();
     // SAFETY: name is valid for its length.
     if unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) } < 0 {
+        let e = std::io::Error::last_os_error();
+        let hint = if e.raw_os_error() == Some(libc::EPERM) {
+            format!(
+                "; {}",
+                crate::kernel_check::container_hint(crate::kernel_check::Feature::UserNamespaces)
+            )
+        } else {
+            String::new()
+        };
         return Err(SandboxError::Hostname(format!(
-            "cannot set the hostname: {}",
-            std::io::Error::last_os_error()
+            "cannot set the hostname: {e}{hint}"
         )));
     }
     // Host root's supplementary groups are unmapped here; drop them for init too.

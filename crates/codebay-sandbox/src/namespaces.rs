@@ -3,6 +3,7 @@
 use std::fs;
 
 use crate::id_range::{self, IdRange, SubordinateIds};
+use crate::kernel_check::{container_hint, Feature};
 use crate::SandboxError;
 
 /// First host id of the range a root supervisor maps into the sandbox; inside 0..65536
@@ -42,8 +43,15 @@ pub fn clone_process(flags: libc::c_int) -> Result<libc::pid_t, SandboxError> {
     };
     if ret < 0 {
         let e = std::io::Error::last_os_error();
+        // Refused (rather than out of memory): name the setting that allows it.
+        let hint = match e.raw_os_error() {
+            Some(libc::EPERM | libc::EACCES | libc::ENOSPC | libc::EINVAL) => {
+                format!("; {}", container_hint(Feature::UserNamespaces))
+            }
+            _ => String::new(),
+        };
         return Err(SandboxError::UserNamespace(format!(
-            "cannot clone into new user/pid/mount/ipc/uts{} namespaces: {e}",
+            "cannot clone into new user/pid/mount/ipc/uts{} namespaces: {e}{hint}",
             if flags & libc::CLONE_NEWNET != 0 {
                 "/net"
             } else {
@@ -146,7 +154,18 @@ impl HostIds {
     /// Writes init's uid and gid maps.
     pub fn write_maps(&self, pid: libc::pid_t) -> Result<(), SandboxError> {
         match self {
-            HostIds::Range(r) => write_id_maps(pid, &id_maps(0, 0, r.base)),
+            HostIds::Range(r) => write_id_maps(pid, &id_maps(0, 0, r.base)).map_err(|e| match e {
+                // Root without CAP_SYS_ADMIN (a container's default) may not map a range
+                // into a namespace another id owns.
+                SandboxError::IdMap(m) if m.contains("Operation not permitted") => {
+                    SandboxError::IdMap(format!(
+                        "{m}; root without CAP_SYS_ADMIN (as in a container's defaults) cannot map \
+                         a session's id range: run codebay as an ordinary user in the container \
+                         (see docs/containers.md)"
+                    ))
+                }
+                other => other,
+            }),
             HostIds::Own { uid, gid } => write_id_maps(pid, &id_maps(*uid, *gid, HOST_ID_BASE)),
             HostIds::Subordinate { uid, gid, ids } => {
                 let map = |tool: &std::path::Path, own: u32, sub: u32| {

@@ -170,7 +170,9 @@ fn ask(sock: &OwnedFd, req: &HelperRequest) -> (HelperReply, Vec<OwnedFd>) {
 
 fn ready(sock: &OwnedFd) -> CgroupInfo {
     match recv(sock).0 {
-        HelperReply::Ready { cgroup: Some(cgroup) } => cgroup,
+        HelperReply::Ready {
+            cgroup: Some(cgroup),
+        } => cgroup,
         other => panic!("not ready: {other:?}"),
     }
 }
@@ -977,4 +979,37 @@ fn the_doctor_names_each_refused_layer_and_its_fix() {
             .contains("systempaths=unconfined"),
         "{mounts}"
     );
+}
+
+/// The clone a container's seccomp profile refuses: the `user_namespace` step names the
+/// container settings that allow it (`kernel_check::container_hint`).
+#[test]
+#[ignore = "needs root"]
+fn a_refused_user_namespace_says_what_allows_it() {
+    let rt = runtimes_dir("nsh");
+    let cfg = config("nsh", &rt, &[]);
+    let (sock, mut child) = start_under(
+        &serde_json::to_vec(&cfg).unwrap(),
+        Some(deny(
+            libc::SYS_clone,
+            Some(libc::CLONE_NEWUSER as u64),
+            libc::EPERM,
+        )),
+    );
+    match recv(&sock).0 {
+        HelperReply::Error { step, message, .. } => {
+            assert_eq!(step, "user_namespace", "{message}");
+            for hint in [
+                "--security-opt seccomp=unconfined",
+                "apparmor=unconfined",
+                "seccompProfile: {type: Unconfined}",
+                "max_user_namespaces",
+            ] {
+                assert!(message.contains(hint), "{hint}: {message}");
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!wait_exit(&mut child).success());
+    let _ = std::fs::remove_dir_all(rt);
 }
