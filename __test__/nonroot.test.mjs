@@ -216,3 +216,25 @@ test('a user without subordinate ids: the code runs as the user\'s own id', asyn
   assert.deepEqual(processesOf(uid), [])
   assert.deepEqual(sessionDirs(OWN), [])
 })
+
+test('root without CAP_SYS_ADMIN (a container\'s default capabilities) builds a session', async () => {
+  // The session's id maps are opened as the namespace's owner: root needs no CAP_SYS_ADMIN.
+  const script = path.join(pkg, 'capless.cjs')
+  fs.writeFileSync(script, `
+const codebay = require(${JSON.stringify(path.join(pkg, 'index.js'))})
+const capEff = BigInt('0x' + require('fs').readFileSync('/proc/self/status', 'utf8').match(/^CapEff:\\s+(\\w+)/m)[1])
+codebay.LocalSession.create({ poolSize: 0, prewarm: [] }).then(async (s) => {
+  const r = await s.code.runCode('6 * 7', 'javascript')
+  await s.close()
+  console.log(JSON.stringify({ sysAdmin: (capEff >> 21n & 1n) === 1n, result: r.result }))
+}, (e) => console.log(JSON.stringify({ thrown: e.message })))
+`)
+  // Without CAP_SYS_ADMIN the helper cannot copy mounts: init binds the interpreters
+  // itself, as the session's host id, which cannot enter root's 0700 home (pyenv's
+  // Python): the system PATH's python3, if any, is the one used.
+  const env = { PATH: `${path.dirname(process.execPath)}:/usr/bin:/bin` }
+  const r = spawnSync('setpriv', ['--bounding-set=-sys_admin', '--', process.execPath, script], { encoding: 'utf8', timeout: 60_000, env })
+  fs.rmSync(script)
+  const out = JSON.parse(r.stdout.trim().split('\n').pop())
+  assert.deepEqual(out, { sysAdmin: false, result: '42' }, r.stderr)
+})

@@ -154,18 +154,7 @@ impl HostIds {
     /// Writes init's uid and gid maps.
     pub fn write_maps(&self, pid: libc::pid_t) -> Result<(), SandboxError> {
         match self {
-            HostIds::Range(r) => write_id_maps(pid, &id_maps(0, 0, r.base)).map_err(|e| match e {
-                // Root without CAP_SYS_ADMIN (a container's default) may not map a range
-                // into a namespace another id owns.
-                SandboxError::IdMap(m) if m.contains("Operation not permitted") => {
-                    SandboxError::IdMap(format!(
-                        "{m}; root without CAP_SYS_ADMIN (as in a container's defaults) cannot map \
-                         a session's id range: run codebay as an ordinary user in the container \
-                         (see docs/containers.md)"
-                    ))
-                }
-                other => other,
-            }),
+            HostIds::Range(r) => write_maps_as_owner(pid, &id_maps(0, 0, r.base), r.base),
             HostIds::Own { uid, gid } => write_id_maps(pid, &id_maps(*uid, *gid, HOST_ID_BASE)),
             HostIds::Subordinate { uid, gid, ids } => {
                 let map = |tool: &std::path::Path, own: u32, sub: u32| {
@@ -227,6 +216,83 @@ pub fn id_maps(host_euid: u32, host_egid: u32, base: u32) -> IdMaps {
             deny_setgroups: true,
         }
     }
+}
+
+/// `PR_SET_SECUREBITS`' flag that keeps capabilities across a change of uid.
+const SECBIT_NO_SETUID_FIXUP: libc::c_ulong = 1 << 2;
+
+/// A root supervisor's maps, for a namespace owned by `owner` (see
+/// [`clone_process_owned`]). The kernel checks CAP_SYS_ADMIN in the target namespace
+/// with the credentials the map file was opened with; root holds it there through its
+/// own CAP_SYS_ADMIN, which a container's root lacks, or as the namespace's owner. So
+/// the files are opened with the effective uid `owner` and the capabilities kept
+/// (`SECBIT_NO_SETUID_FIXUP`, for the switch only), and written as root.
+fn write_maps_as_owner(pid: libc::pid_t, maps: &IdMaps, owner: u32) -> Result<(), SandboxError> {
+    use std::io::Write;
+    let proc = format!("/proc/{pid}");
+    let err = |what: String, e: std::io::Error| SandboxError::IdMap(format!("{what}: {e}"));
+    // SAFETY: PR_GET_SECUREBITS takes no pointer.
+    let bits = unsafe { libc::prctl(libc::PR_GET_SECUREBITS, 0, 0, 0, 0) };
+    if bits < 0 {
+        return Err(err(
+            "cannot read the securebits".into(),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    let bits = bits as libc::c_ulong;
+    // SAFETY: integer arguments; needs CAP_SETPCAP, which root has.
+    if unsafe {
+        libc::prctl(
+            libc::PR_SET_SECUREBITS,
+            bits | SECBIT_NO_SETUID_FIXUP,
+            0,
+            0,
+            0,
+        )
+    } < 0
+    {
+        return Err(err(
+            "cannot keep capabilities across the uid switch".into(),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    let switch = |uid: u32| {
+        // SAFETY: setresuid with -1 (unchanged) for the real and saved ids.
+        if unsafe { libc::setresuid(u32::MAX, uid, u32::MAX) } < 0 {
+            return Err(err(
+                format!("cannot switch the effective uid to {uid}"),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    };
+    let open = |file: &str| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("{proc}/{file}"))
+            .map_err(|e| err(format!("cannot open {proc}/{file}"), e))
+    };
+    let opened = switch(owner).and_then(|()| {
+        let files = (open("uid_map"), open("gid_map"));
+        // Back to root (the saved uid is 0) whatever the opens did.
+        switch(0)?;
+        Ok((files.0?, files.1?))
+    });
+    // SAFETY: integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_SECUREBITS, bits, 0, 0, 0) };
+    let (mut uid_map, mut gid_map) = opened?;
+    uid_map.write_all(maps.uid_map.as_bytes()).map_err(|e| {
+        err(
+            format!("cannot write {:?} to {proc}/uid_map", maps.uid_map),
+            e,
+        )
+    })?;
+    gid_map.write_all(maps.gid_map.as_bytes()).map_err(|e| {
+        err(
+            format!("cannot write {:?} to {proc}/gid_map", maps.gid_map),
+            e,
+        )
+    })
 }
 
 pub fn write_id_maps(pid: libc::pid_t, maps: &IdMaps) -> Result<(), SandboxError> {
