@@ -93,9 +93,9 @@ fn root_fstype(mountinfo: &str) -> String {
     // The last mount on `/` is the one in effect.
     mountinfo
         .lines()
+        .rev()
         .filter(|l| l.split(' ').nth(4) == Some("/"))
-        .filter_map(|l| l.split_once(" - ").and_then(|(_, r)| r.split(' ').next()))
-        .last()
+        .find_map(|l| l.split_once(" - ").and_then(|(_, r)| r.split(' ').next()))
         .unwrap_or("")
         .to_owned()
 }
