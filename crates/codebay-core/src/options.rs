@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use codebay_protocol::helper::{MIN_MEMORY_BYTES, MIN_PROCESSES};
+use codebay_protocol::helper::{normalise_cgroup_parent, MIN_MEMORY_BYTES, MIN_PROCESSES};
 use codebay_protocol::ResourceLimits;
 use serde_json::{Map, Value};
 
@@ -228,8 +228,7 @@ impl SessionOptions {
     }
 }
 
-/// A cgroup path from each hierarchy's root (`/codebay-alice`, `codebay-alice` or
-/// `/user.slice/codebay`): names of `[A-Za-z0-9_.@:-]`, no `.` or `..`.
+/// `cgroupParent`: a cgroup path from each hierarchy's root (`/codebay-alice`).
 pub fn cgroup_parent(v: &Value) -> Result<String, CodebayError> {
     let Some(path) = v.as_str() else {
         return Err(wrong_type(
@@ -238,20 +237,7 @@ pub fn cgroup_parent(v: &Value) -> Result<String, CodebayError> {
             v,
         ));
     };
-    let names: Vec<&str> = path.split('/').filter(|n| !n.is_empty()).collect();
-    let fine = |n: &&str| {
-        *n != "."
-            && *n != ".."
-            && n.len() <= 255
-            && n.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.@:-".contains(c))
-    };
-    if names.is_empty() || !names.iter().all(fine) {
-        return Err(range_error(format!(
-            "cgroupParent must be a cgroup path such as '/codebay-alice' (names of letters, digits and _.@:-), got {path:?}"
-        )));
-    }
-    Ok(format!("/{}", names.join("/")))
+    normalise_cgroup_parent(path).map_err(|why| range_error(format!("cgroupParent must be {why}")))
 }
 
 /// `preload`: `{ python: ['pandas', 'matplotlib.pyplot'] }`, language names or aliases

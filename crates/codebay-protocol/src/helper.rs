@@ -81,6 +81,26 @@ pub struct SandboxConfig {
     pub resource_limits: ResourceLimits,
 }
 
+/// A cgroup path as `cgroupParent` takes it (`/codebay-alice`, `codebay-alice`,
+/// `/user.slice/codebay`: names of `[A-Za-z0-9_.@:-]`, no `.` or `..`), made absolute; or
+/// what is wrong with it. The engine's option and the doctor's flag check it here.
+pub fn normalise_cgroup_parent(path: &str) -> Result<String, String> {
+    let names: Vec<&str> = path.split('/').filter(|n| !n.is_empty()).collect();
+    let fine = |n: &&str| {
+        *n != "."
+            && *n != ".."
+            && n.len() <= 255
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.@:-".contains(c))
+    };
+    if names.is_empty() || !names.iter().all(fine) {
+        return Err(format!(
+            "a cgroup path such as '/codebay-alice' (names of letters, digits and _.@:-), got {path:?}"
+        ));
+    }
+    Ok(format!("/{}", names.join("/")))
+}
+
 /// How a session is bounded: by cgroups (memory and processes of the whole session,
 /// OOM and refused forks seen per context), or, as an explicit opt-in where no cgroup
 /// can be had, by per-process rlimits only.

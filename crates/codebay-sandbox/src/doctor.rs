@@ -105,28 +105,12 @@ pub fn parse_args(args: &[String], env_parent: Option<String>) -> Result<Options
         o.cgroup_parent = env_parent.filter(|p| !p.is_empty());
     }
     if let Some(p) = &o.cgroup_parent {
-        o.cgroup_parent = Some(normalise_parent(p)?);
+        o.cgroup_parent = Some(
+            codebay_protocol::helper::normalise_cgroup_parent(p)
+                .map_err(|why| format!("--cgroup-parent must be {why}"))?,
+        );
     }
     Ok(o)
-}
-
-/// A cgroup path as `cgroupParent` accepts it (names of `[A-Za-z0-9_.@:-]`, no `.` or
-/// `..`), made absolute: the engine checks the option the same way.
-pub fn normalise_parent(path: &str) -> Result<String, String> {
-    let names: Vec<&str> = path.split('/').filter(|n| !n.is_empty()).collect();
-    let fine = |n: &&str| {
-        *n != "."
-            && *n != ".."
-            && n.len() <= 255
-            && n.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.@:-".contains(c))
-    };
-    if names.is_empty() || !names.iter().all(fine) {
-        return Err(format!(
-            "--cgroup-parent must be a cgroup path such as '/codebay-alice' (names of letters, digits and _.@:-), got {path:?}"
-        ));
-    }
-    Ok(format!("/{}", names.join("/")))
 }
 
 /// `codebay-sandbox doctor ...`: `args` are the arguments after `doctor`.
@@ -302,7 +286,7 @@ fn in_child(f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
     }
     drop(w);
     let out = sys::read_to_end(&r).unwrap_or_default();
-    let status = wait(pid);
+    let status = sys::wait_child(pid);
     let text = String::from_utf8_lossy(&out).into_owned();
     if text == "ok" {
         Ok(())
@@ -311,29 +295,8 @@ fn in_child(f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
     } else {
         Err(format!(
             "the probe ended without an answer ({})",
-            describe(status)
+            sys::describe_status(status)
         ))
-    }
-}
-
-fn wait(pid: libc::pid_t) -> libc::c_int {
-    let mut status = 0;
-    loop {
-        // SAFETY: status is a valid out pointer; pid is our child.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
-        if r == pid
-            || (r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR))
-        {
-            return status;
-        }
-    }
-}
-
-fn describe(status: libc::c_int) -> String {
-    if libc::WIFSIGNALED(status) {
-        format!("killed by signal {}", libc::WTERMSIG(status))
-    } else {
-        format!("exit status {}", libc::WEXITSTATUS(status))
     }
 }
 
@@ -760,13 +723,23 @@ fn cgroup_check(uid: u32, parent: Option<&str>, container: Option<&Container>) -
 /// As the supervisor places init ([`SessionCgroups::add_init`]): a child that waits on
 /// a pipe is moved into the session's cgroups; destroy then ends it.
 fn move_a_child_into(cg: &SessionCgroups) -> Result<(), SandboxError> {
+    // SAFETY: fork in a single-threaded process; the child only reads and _exits.
+    let fork = || match unsafe { libc::fork() } {
+        pid if pid < 0 => Err(SandboxError::Init(format!("cannot fork: {}", errno()))),
+        pid => Ok(pid),
+    };
+    with_waiting_child(fork, |pid| cg.add_init(pid))
+}
+
+/// Starts a child with `start` (a fork: 0 in the child) that waits until `then` is done
+/// with it, then ends and reaps it; `then`'s result.
+fn with_waiting_child(
+    start: impl FnOnce() -> Result<libc::pid_t, SandboxError>,
+    then: impl FnOnce(libc::pid_t) -> Result<(), SandboxError>,
+) -> Result<(), SandboxError> {
     let (r, w) =
         sys::pipe().map_err(|e| SandboxError::Init(format!("cannot create a pipe: {e}")))?;
-    // SAFETY: fork in a single-threaded process; the child only reads and _exits.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(SandboxError::Init(format!("cannot fork: {}", errno())));
-    }
+    let pid = start()?;
     if pid == 0 {
         drop(w);
         let mut b = [0u8; 1];
@@ -777,10 +750,10 @@ fn move_a_child_into(cg: &SessionCgroups) -> Result<(), SandboxError> {
         }
     }
     drop(r);
-    let moved = cg.add_init(pid);
+    let done = then(pid);
     drop::<OwnedFd>(w);
-    wait(pid);
-    moved
+    sys::wait_child(pid);
+    done
 }
 
 // --- Id mapping -----------------------------------------------------------------------
@@ -840,23 +813,7 @@ fn why_no_subordinate(uid: u32, gid: u32) -> String {
 /// Clones a child into a new user namespace as a session does ([`HostIds::clone`]) and
 /// writes its maps as a session does ([`HostIds::write_maps`]).
 fn map_probe(ids: &HostIds) -> Result<(), SandboxError> {
-    let (r, w) =
-        sys::pipe().map_err(|e| SandboxError::Init(format!("cannot create a pipe: {e}")))?;
-    let pid = ids.clone(libc::CLONE_NEWUSER)?;
-    if pid == 0 {
-        drop(w);
-        let mut b = [0u8; 1];
-        // SAFETY: reads into a valid buffer; returns at EOF when the parent is done.
-        unsafe {
-            libc::read(r.as_raw_fd(), b.as_mut_ptr().cast(), 1);
-            libc::_exit(0);
-        }
-    }
-    drop(r);
-    let written = ids.write_maps(pid);
-    drop::<OwnedFd>(w);
-    wait(pid);
-    written
+    with_waiting_child(|| ids.clone(libc::CLONE_NEWUSER), |pid| ids.write_maps(pid))
 }
 
 fn id_check(uid: u32, gid: u32) -> Check {

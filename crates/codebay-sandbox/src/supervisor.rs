@@ -157,7 +157,7 @@ fn run_session(
     if let Err(e) = prepared {
         // SAFETY: pid is our child.
         unsafe { libc::kill(pid, libc::SIGKILL) };
-        wait(pid);
+        sys::wait_child(pid);
         return fail(&e);
     }
     // Termination requests go to init; the normal path (EOF → init exits) then cleans up.
@@ -170,19 +170,19 @@ fn run_session(
     if sys::write_all(release_w.as_raw_fd(), b"1").is_err() {
         // SAFETY: pid is our child.
         unsafe { libc::kill(pid, libc::SIGKILL) };
-        wait(pid);
+        sys::wait_child(pid);
         return fail(&SandboxError::Init("cannot release init".into()));
     }
     drop(release_w);
 
-    let status = wait(pid);
+    let status = sys::wait_child(pid);
     let report = sys::read_to_end(&report_r).unwrap_or_default();
     let clean_exit = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
     if std::env::var_os("CODEBAY_DEBUG").is_some() {
         eprintln!(
             "codebay-sandbox: init {} ({}), report {:?}",
             pid,
-            describe(status),
+            sys::describe_status(status),
             String::from_utf8_lossy(&report)
         );
     }
@@ -191,29 +191,7 @@ fn run_session(
         Some(_) => 1,
         None => fail(&SandboxError::Init(format!(
             "sandbox init ended before it was ready ({})",
-            describe(status)
+            sys::describe_status(status)
         ))),
-    }
-}
-
-fn wait(pid: libc::pid_t) -> libc::c_int {
-    let mut status = 0;
-    loop {
-        // SAFETY: status is a valid out pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
-        if r == pid {
-            return status;
-        }
-        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return status;
-        }
-    }
-}
-
-fn describe(status: libc::c_int) -> String {
-    if libc::WIFSIGNALED(status) {
-        format!("killed by signal {}", libc::WTERMSIG(status))
-    } else {
-        format!("exit status {}", libc::WEXITSTATUS(status))
     }
 }

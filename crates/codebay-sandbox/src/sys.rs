@@ -442,6 +442,27 @@ pub fn pidfd_send_signal(pidfd: &OwnedFd, sig: libc::c_int) -> io::Result<()> {
     Ok(())
 }
 
+/// Waits for the child `pid` (any kind: `__WALL`), through EINTR; its wait status.
+pub fn wait_child(pid: libc::pid_t) -> libc::c_int {
+    let mut status = 0;
+    loop {
+        // SAFETY: status is a valid out pointer; pid is our child.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+        if r == pid || (r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)) {
+            return status;
+        }
+    }
+}
+
+/// A wait status in words: `exit status N` or `killed by signal N`.
+pub fn describe_status(status: libc::c_int) -> String {
+    if libc::WIFSIGNALED(status) {
+        format!("killed by signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("exit status {}", libc::WEXITSTATUS(status))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
