@@ -9,6 +9,7 @@
 //! - [`driver`]: the JSON lines between the engine and a runtime driver.
 //! - [`files`]: the paths a file operation may name, and the sandbox's file agent.
 //! - [`agentbay`]: AgentBay's OpenAPI (query, forms, answers), as its public SDK sends it.
+//! - [`mcp`]: what the MCP server streams while code runs (`OutputNotice`).
 //!
 //! Golden fixtures in `tests/fixtures/` hold the Rust types and the drivers
 //! (`runtimes/test_drivers.py`) to the same bytes.
@@ -18,6 +19,7 @@ pub mod backend;
 pub mod driver;
 pub mod files;
 pub mod helper;
+pub mod mcp;
 pub mod tool;
 
 pub use backend::{BackendOutput, ErrorInfo, MimeBundle};
@@ -26,6 +28,7 @@ pub use files::{FileEntry, FileErrorCode, FileKind, FileReply, FileRequest};
 pub use helper::{
     CgroupInfo, HelperReply, HelperRequest, ReadOnlyBind, ResourceLimits, SandboxConfig, SpawnedFds,
 };
+pub use mcp::OutputNotice;
 pub use tool::{
     CodeContext, ContextIdArgs, CreateContextArgs, FileEncoding, FilePathArgs, McpToolResult,
     ReadFileArgs, RunCodeArgs, WriteFileArgs,

@@ -3,7 +3,7 @@
 use codebay_protocol::{
     BackendOutput, CodeContext, ContextIdArgs, CreateContextArgs, DriverMessage, DriverRequest,
     FileEntry, FilePathArgs, FileReply, FileRequest, HelperReply, HelperRequest, McpToolResult,
-    ReadFileArgs, RunCodeArgs, SandboxConfig, WriteFileArgs,
+    OutputNotice, ReadFileArgs, RunCodeArgs, SandboxConfig, WriteFileArgs,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -53,6 +53,14 @@ fn helper_messages_round_trip() {
         "config" => round_trip::<SandboxConfig>(message, "config"),
         "request" => round_trip::<HelperRequest>(message, "request"),
         "reply" => round_trip::<HelperReply>(message, "reply"),
+        other => panic!("unknown kind {other}"),
+    });
+}
+
+#[test]
+fn mcp_notices_round_trip() {
+    each_tagged("mcp.jsonl", 5, |kind, message| match kind {
+        "output_notice" => round_trip::<OutputNotice>(message, "output notice"),
         other => panic!("unknown kind {other}"),
     });
 }
