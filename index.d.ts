@@ -132,6 +132,20 @@ export interface AgentBaySessionOptions {
   timeoutMs?: number
 }
 
+/** Options of `RemoteSession.connect()`. */
+export interface RemoteSessionOptions {
+  /**
+   * The server's MCP endpoint, e.g. `http://127.0.0.1:8931/mcp` (a URL without a path
+   * gets `/mcp`), or a list: sessions are spread over them round robin, skipping one
+   * that refuses or is down.
+   */
+  endpoint: string | string[]
+  /** The server's key (`Authorization: Bearer`). Default: `CODEBAY_API_KEY`, else none. */
+  apiKey?: string
+  /** Each request's timeout other than a run's (which is `timeoutS` and a grace). Default 30000. */
+  timeoutMs?: number
+}
+
 /** Options of `AgentBaySession.attach()`: an existing cloud session by its id. */
 export interface AgentBayAttachOptions {
   /** Default: `AGENTBAY_API_KEY`. */
@@ -437,6 +451,31 @@ export declare class OutputMessage {
   error: boolean
   constructor(line: string, timestamp: number, error: boolean)
   /** The chunk's text. */
+  toString(): string
+}
+
+/**
+ * A sandbox session on a `codebay serve` (or a list of them), over MCP Streamable
+ * HTTP: the same `Code` and `files` as a `LocalSession`, with streaming and abort.
+ */
+export declare class RemoteSession {
+  /**
+   * Opens an MCP session on the first endpoint, round robin, that takes one (one
+   * that refuses or is down is skipped). Rejects with `ERR_CODEBAY_REMOTE_FAILED`
+   * naming each endpoint's reason.
+   */
+  static connect(options: RemoteSessionOptions): Promise<RemoteSession>
+  get code(): Code
+  get files(): Files
+  /** One `tools/call`. Never rejects: a failure is a result with `success: false`. */
+  callMcpTool(toolName: string, args: any, autoGenSession?: boolean): Promise<McpToolResult>
+  /** The API key the session calls with. */
+  getAPIKey(): string
+  /** The MCP session id. */
+  getSessionId(): string
+  /** Ends the MCP session (the server closes its sandbox). Idempotent. */
+  close(): Promise<void>
+  /** Names the session and where it is, never the key. */
   toString(): string
 }
 

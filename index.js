@@ -840,4 +840,5 @@ module.exports.Code = nativeBinding.Code
 module.exports.Files = nativeBinding.Files
 module.exports.LocalSession = nativeBinding.LocalSession
 module.exports.OutputMessage = nativeBinding.OutputMessage
+module.exports.RemoteSession = nativeBinding.RemoteSession
 module.exports.supportedLanguages = nativeBinding.supportedLanguages

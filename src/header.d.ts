@@ -132,6 +132,20 @@ export interface AgentBaySessionOptions {
   timeoutMs?: number
 }
 
+/** Options of `RemoteSession.connect()`. */
+export interface RemoteSessionOptions {
+  /**
+   * The server's MCP endpoint, e.g. `http://127.0.0.1:8931/mcp` (a URL without a path
+   * gets `/mcp`), or a list: sessions are spread over them round robin, skipping one
+   * that refuses or is down.
+   */
+  endpoint: string | string[]
+  /** The server's key (`Authorization: Bearer`). Default: `CODEBAY_API_KEY`, else none. */
+  apiKey?: string
+  /** Each request's timeout other than a run's (which is `timeoutS` and a grace). Default 30000. */
+  timeoutMs?: number
+}
+
 /** Options of `AgentBaySession.attach()`: an existing cloud session by its id. */
 export interface AgentBayAttachOptions {
   /** Default: `AGENTBAY_API_KEY`. */

@@ -9,6 +9,7 @@ mod files;
 mod js_session;
 mod local_session;
 mod package_files;
+mod remote_session;
 mod runtimes;
 mod sink;
 mod types;
@@ -17,6 +18,7 @@ pub use agentbay_session::{AgentBaySession, DeleteResult};
 pub use code::Code;
 pub use files::{FileEntry, Files};
 pub use local_session::LocalSession;
+pub use remote_session::RemoteSession;
 pub use runtimes::{supported_languages, LanguageInfo};
 pub use types::*;
 

@@ -239,7 +239,7 @@ pub fn run_over_tool(
 }
 
 /// What a session that cannot stream tells the sink once its answer is in.
-fn replay(sink: &dyn OutputSink, result: &CodeExecutionResult) {
+pub fn replay(sink: &dyn OutputSink, result: &CodeExecutionResult) {
     let at = now_ns();
     if let Some(logs) = &result.logs {
         logs.stdout.iter().for_each(|c| sink.stdout(c, at));
