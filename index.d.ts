@@ -479,6 +479,17 @@ export declare class RemoteSession {
   toString(): string
 }
 
+/** A running `serve()`. */
+export declare class ServerHandle {
+  /** `http://host:port/mcp`. */
+  get url(): string
+  get port(): number
+  /** Sessions the server opens at once. */
+  get maxSessions(): number
+  /** Stops accepting, stops every run and closes every sandbox. Idempotent. */
+  close(): Promise<void>
+}
+
 /** A code context: its own interpreter in the session's sandbox (E2B's shape). */
 export interface CodeContext {
   id: string
@@ -570,6 +581,42 @@ export interface McpToolResult {
   errorMessage: string
   requestId: string
 }
+
+/**
+ * Starts the MCP server over Streamable HTTP at `/mcp`, with `/healthz` and
+ * `/metrics`. Rejects a non-loopback `listen` without an API key.
+ */
+export declare function serve(options?: ServeOptions | undefined | null): Promise<ServerHandle>
+
+/** How `serve()` runs. Every field is optional. */
+export interface ServeOptions {
+  /** `host:port` (default `127.0.0.1:8931`); port 0 picks a free port. */
+  listen?: string
+  /** The key every request must bear as `Authorization: Bearer <key>`. */
+  apiKey?: string
+  /**
+   * A file whose first line is the key (used when `apiKey` is not given; without
+   * either, `CODEBAY_API_KEY`).
+   */
+  apiKeyFile?: string
+  /** Sessions open at once (default: what fits in this machine's memory). */
+  maxSessions?: number
+  /** Seconds a session may stay unused before its sandbox is closed (default 600). */
+  idleTimeoutS?: number
+  /** Largest request body in bytes (default 16 MiB); larger is answered 413. */
+  maxBody?: number
+  /** `Host` values to accept besides loopback (a pod behind a Service). */
+  allowedHosts?: Array<string>
+  /** Browser origins to accept besides loopback and the server's own. */
+  allowedOrigins?: Array<string>
+}
+
+/**
+ * MCP over this process's stdin and stdout, with one sandbox for the life of the
+ * process. Resolves when the client closes stdin, with the sandbox closed. Nothing
+ * else may write to stdout meanwhile.
+ */
+export declare function serveStdio(): Promise<void>
 
 /** The languages of a `LocalSession`, in the order error messages list them. */
 export declare function supportedLanguages(): Array<LanguageInfo>

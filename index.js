@@ -841,4 +841,7 @@ module.exports.Files = nativeBinding.Files
 module.exports.LocalSession = nativeBinding.LocalSession
 module.exports.OutputMessage = nativeBinding.OutputMessage
 module.exports.RemoteSession = nativeBinding.RemoteSession
+module.exports.ServerHandle = nativeBinding.ServerHandle
+module.exports.serve = nativeBinding.serve
+module.exports.serveStdio = nativeBinding.serveStdio
 module.exports.supportedLanguages = nativeBinding.supportedLanguages

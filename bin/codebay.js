@@ -10,6 +10,9 @@ const USAGE = `Usage:
   codebay run [--language LANG] (--code CODE | FILE | -) [--timeout S] [--json]
               [--out-dir DIR] [--network] [-- ARG...]
   codebay doctor [--cgroup-parent P] [--json]
+  codebay serve [--listen HOST:PORT] [--api-key-file F] [--max-sessions N]
+                [--idle-timeout S] [--max-body B] [--allowed-host H...]
+  codebay mcp
   codebay --version
 
 Runs the code in a fresh local sandbox; its output streams to this terminal as it
@@ -34,6 +37,21 @@ missing and how to fix it.
                   $CODEBAY_CGROUP_PARENT)
   --json          print the checks as JSON: { ok, checks: [{ name, verdict, detail,
                   fix }] }, verdict 'ok', 'warning' or 'missing'
+
+serve is an MCP server over Streamable HTTP at http://HOST:PORT/mcp, with GET
+/healthz and GET /metrics (Prometheus). Each MCP session gets a sandbox of its own.
+  --listen        address to listen on (default 127.0.0.1:8931; port 0: a free one);
+                  anything but loopback needs an API key
+  --api-key-file  a file whose first line is the key every request must send as
+                  'Authorization: Bearer KEY' (default: $CODEBAY_API_KEY, if set)
+  --max-sessions  sessions open at once (default: what fits in memory)
+  --idle-timeout  seconds before an unused session's sandbox is closed (default 600)
+  --max-body      largest request body, in bytes or with K/M/G (default 16M)
+  --allowed-host  a Host header to accept besides loopback (repeatable)
+It prints its URL on stdout, and stops cleanly on SIGTERM or SIGINT.
+
+mcp is an MCP server over standard input and output, with one sandbox for the life
+of the process: what a desktop MCP client launches.
 
 Exit status: run: 0 when the code ran cleanly, 1 when it failed; doctor: 0 when
 nothing required is missing, 1 otherwise; 2 on a usage error.`
@@ -187,9 +205,11 @@ function writeImages(result, dir) {
 }
 
 async function main() {
+  const argv = process.argv.slice(2)
+  if (argv[0] === 'serve' || argv[0] === 'mcp') return server(argv[0], argv.slice(1))
   let args
   try {
-    args = parse(process.argv.slice(2))
+    args = parse(argv)
   } catch (err) {
     if (!(err instanceof UsageError)) throw err
     process.stderr.write(`codebay: ${err.message}\n\n${USAGE}\n`)
@@ -274,6 +294,99 @@ function report(result) {
   } else if (!result.success && result.errorMessage) {
     process.stderr.write(`${result.errorMessage}\n`)
   }
+}
+
+// --- codebay serve / codebay mcp -----------------------------------------------------
+
+/** Bytes from `16777216`, `16M`, `512KiB`, ... */
+function parseBytes(text) {
+  const m = /^(\d+)\s*(?:([kmg])(?:i?b)?)?$/i.exec(text.trim())
+  if (!m) return NaN
+  const scale = { k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[(m[2] ?? '').toLowerCase()] ?? 1
+  return Number(m[1]) * scale
+}
+
+function parseServe(argv) {
+  let values
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      options: {
+        listen: { type: 'string' },
+        'api-key-file': { type: 'string' },
+        'max-sessions': { type: 'string' },
+        'idle-timeout': { type: 'string' },
+        'max-body': { type: 'string' },
+        'allowed-host': { type: 'string', multiple: true },
+      },
+    }))
+  } catch (err) {
+    throw new UsageError(err.message)
+  }
+  const options = { listen: values.listen, apiKeyFile: values['api-key-file'], allowedHosts: values['allowed-host'] }
+  if (values['max-sessions'] !== undefined) {
+    options.maxSessions = Number(values['max-sessions'])
+    if (!Number.isInteger(options.maxSessions) || options.maxSessions < 1) throw new UsageError(`--max-sessions must be a whole number >= 1, got '${values['max-sessions']}'`)
+  }
+  if (values['idle-timeout'] !== undefined) {
+    options.idleTimeoutS = Number(values['idle-timeout'])
+    if (!Number.isFinite(options.idleTimeoutS) || options.idleTimeoutS <= 0) throw new UsageError(`--idle-timeout must be a number of seconds > 0, got '${values['idle-timeout']}'`)
+  }
+  if (values['max-body'] !== undefined) {
+    options.maxBody = parseBytes(values['max-body'])
+    if (!Number.isFinite(options.maxBody) || options.maxBody < 1) throw new UsageError(`--max-body must be a size in bytes (or with K, M, G), got '${values['max-body']}'`)
+  }
+  return options
+}
+
+async function server(command, argv) {
+  let options
+  try {
+    if (command === 'mcp' && argv.length > 0) throw new UsageError(`mcp takes no arguments, got '${argv[0]}'`)
+    options = command === 'serve' ? parseServe(argv) : null
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err
+    process.stderr.write(`codebay: ${err.message}\n\n${USAGE}\n`)
+    return 2
+  }
+  const addon = require('../codebay.cjs')
+  if (command === 'mcp') {
+    // stdout is the protocol's: nothing else may be written to it.
+    process.on('SIGTERM', () => process.exit(0))
+    try {
+      await addon.serveStdio()
+    } catch (err) {
+      process.stderr.write(`codebay mcp: ${err.message}\n`)
+      process.exit(1)
+    }
+    process.exit(0)
+  }
+  let handle
+  try {
+    handle = await addon.serve(options)
+  } catch (err) {
+    process.stderr.write(`codebay serve: ${err.message}\n`)
+    return 1
+  }
+  process.stdout.write(`codebay serve: MCP at ${handle.url} (max ${handle.maxSessions} sessions)\n`)
+  // The server runs on the addon's threads, which do not keep Node's event loop alive.
+  const alive = setInterval(() => {}, 1 << 30)
+  await new Promise(() => {
+    let stopping = false
+    const stop = () => {
+      if (stopping) return
+      stopping = true
+      // Exits even if something of the engine (a pool refill) would keep Node alive.
+      handle.close().finally(() => {
+        clearInterval(alive)
+        process.exit(0)
+      })
+    }
+    process.on('SIGTERM', stop)
+    process.on('SIGINT', stop)
+  })
+  return 0
 }
 
 // --- codebay doctor ------------------------------------------------------------------

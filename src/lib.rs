@@ -11,6 +11,7 @@ mod local_session;
 mod package_files;
 mod remote_session;
 mod runtimes;
+mod server;
 mod sink;
 mod types;
 
@@ -20,6 +21,7 @@ pub use files::{FileEntry, Files};
 pub use local_session::LocalSession;
 pub use remote_session::RemoteSession;
 pub use runtimes::{supported_languages, LanguageInfo};
+pub use server::{serve, serve_stdio, ServeOptions, ServerHandle};
 pub use types::*;
 
 /// One tokio worker instead of one per core. The addon's tasks only move bytes between

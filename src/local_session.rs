@@ -109,7 +109,7 @@ impl LocalSession {
 }
 
 /// Where this package's parts are: the helper and the drivers beside the addon.
-fn placement() -> Placement {
+pub(crate) fn placement() -> Placement {
     let dir = crate::package_files::package_dir();
     let sandbox_binary = std::env::var_os("CODEBAY_SANDBOX_BIN")
         .map(PathBuf::from)

@@ -7,6 +7,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{ErrorInfo, MimeBundle};
 
+/// A `run_code` request's `_meta` key: `true` says the client handles the server's
+/// messages in the order they arrive, so the server answers right after the last
+/// notification. Without it the server pauses a few milliseconds first, for clients
+/// (the TypeScript SDK) that would otherwise drop the last notifications.
+pub const ORDERED_NOTICES_META: &str = "codebay/orderedNotices";
+
 /// One piece of a run's output, tagged by `stream`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "stream", rename_all = "lowercase")]

@@ -1,0 +1,276 @@
+// `codebay serve` and `codebay mcp` against the official MCP TypeScript SDK as the client,
+// and raw HTTP where the SDK would hide what is checked (status codes, bodies).
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { createRequire } from 'node:module'
+import { Client } from '@modelcontextprotocol/sdk/client/index.js'
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js'
+
+const CLI = fileURLToPath(new URL('../bin/codebay.js', import.meta.url))
+const KEY = 'test-key-0123456789'
+const TOOLS = ['run_code', 'create_code_context', 'list_code_contexts', 'restart_code_context',
+  'remove_code_context', 'write_file', 'read_file', 'list_files', 'remove_file']
+
+const noKeyEnv = () => {
+  const env = { ...process.env }
+  delete env.CODEBAY_API_KEY
+  return env
+}
+
+/** Like startServer, with the environment's CODEBAY_API_KEY removed unless given. */
+function serve(args = [], key) {
+  const env = noKeyEnv()
+  if (key !== undefined) env.CODEBAY_API_KEY = key
+  const proc = spawn(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  let stderr = ''
+  proc.stderr.on('data', (d) => { stderr += d })
+  const exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal, stderr })))
+  return new Promise((resolve, reject) => {
+    let out = ''
+    proc.stdout.on('data', (d) => {
+      out += d
+      const m = /MCP at (http:\/\/\S+)/.exec(out)
+      if (m) resolve({ proc, url: m[1], base: m[1].replace(/\/mcp$/, ''), exited, stop: () => { proc.kill('SIGTERM'); return exited } })
+    })
+    exited.then(({ code }) => reject(new Error(`serve exited ${code}: ${stderr}`)))
+  })
+}
+
+async function connect(url, key) {
+  const client = new Client({ name: 'codebay-test', version: '1.0.0' })
+  const headers = key ? { Authorization: `Bearer ${key}` } : {}
+  const transport = new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers } })
+  await client.connect(transport)
+  return { client, transport }
+}
+
+async function runCode(client, args, options) {
+  const r = await client.callTool({ name: 'run_code', arguments: args }, undefined, options)
+  const text = r.content.find((c) => c.type === 'text').text
+  return { ...r, json: JSON.parse(text) }
+}
+
+const mainText = (json) => json.result.map((i) => JSON.parse(i)).find((b) => b.isMainResult)?.['text/plain']
+
+async function metric(base, name, key) {
+  const r = await fetch(`${base}/metrics`, { headers: key ? { Authorization: `Bearer ${key}` } : {} })
+  assert.equal(r.status, 200)
+  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(await r.text())
+  return m ? Number(m[1]) : undefined
+}
+
+const INIT = JSON.stringify({
+  jsonrpc: '2.0', id: 1, method: 'initialize',
+  params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } },
+})
+const MCP_HEADERS = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' }
+
+async function until(check, what, ms = 5000) {
+  const end = Date.now() + ms
+  for (;;) {
+    if (await check()) return
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
+test('Streamable HTTP: the SDK lists the tools and runs Python and JavaScript, streaming and cancelling', async (t) => {
+  const server = await serve()
+  t.after(() => server.stop())
+  const { client } = await connect(server.url)
+  t.after(() => client.close())
+
+  const { tools } = await client.listTools()
+  assert.deepEqual(tools.map((tool) => tool.name), TOOLS)
+  const runSchema = tools[0].inputSchema
+  assert.deepEqual(runSchema.required, ['code', 'language'])
+  assert.equal(runSchema.properties.timeout_s.type, 'number')
+
+  const py = await runCode(client, { code: 'x = 41\nprint("hi")\nx + 1', language: 'python' })
+  assert.equal(py.isError, false)
+  assert.deepEqual(py.json.stdout, ['hi\n'])
+  assert.equal(mainText(py.json), '42')
+  assert.equal(py.json.executionError, '')
+
+  const js = await runCode(client, { code: 'console.log("js"); 6 * 7', language: 'js', timeout_s: 30 })
+  assert.equal(js.isError, false)
+  assert.deepEqual(js.json.stdout, ['js\n'])
+  assert.equal(mainText(js.json), '42')
+
+  const failed = await runCode(client, { code: 'undefined_name', language: 'python' })
+  assert.equal(failed.isError, true)
+  assert.equal(failed.json.error.name, 'NameError')
+
+  // Progress: each chunk as it is written, before the answer.
+  const notices = []
+  const streamed = await runCode(client, {
+    code: 'import time\nfor i in range(3):\n    print(i, flush=True)\n    time.sleep(0.2)\n"done"',
+    language: 'python',
+  }, { onprogress: (p) => notices.push({ ...p, at: Date.now(), notice: JSON.parse(p.message) }) })
+  const stdout = notices.filter((n) => n.notice.stream === 'stdout')
+  assert.deepEqual(stdout.map((n) => n.notice.text), ['0\n', '1\n', '2\n'])
+  assert.ok(stdout.every((n) => typeof n.notice.timestamp === 'number'))
+  assert.deepEqual(notices.map((n) => n.progress), notices.map((_, i) => i + 1))
+  assert.ok(stdout[2].at - stdout[0].at >= 250, 'chunks arrived as written, not all at the end')
+  const result = notices.find((n) => n.notice.stream === 'result')
+  assert.equal(result.notice.item['text/plain'], "'done'")
+  assert.equal(result.notice.item.isMainResult, true)
+  assert.equal(mainText(streamed.json), "'done'")
+
+  // Cancellation stops a `while True` run; the context keeps its state.
+  const controller = new AbortController()
+  const started = Date.now()
+  const spinning = runCode(client, { code: 'while True:\n    pass', language: 'python', timeout_s: 60 }, { signal: controller.signal })
+  setTimeout(() => controller.abort(), 700)
+  await assert.rejects(spinning)
+  const after = await runCode(client, { code: 'x', language: 'python', timeout_s: 30 })
+  assert.equal(mainText(after.json), '41')
+  assert.ok(Date.now() - started < 20_000, 'the cancelled run stopped long before its timeout')
+  assert.ok((await metric(server.base, 'codebay_runs_total')) >= 6)
+})
+
+test('the other tools: contexts and files through the session', async (t) => {
+  const server = await serve()
+  t.after(() => server.stop())
+  const { client } = await connect(server.url)
+  t.after(() => client.close())
+  const text = (r) => r.content[0].text
+  const ctx = JSON.parse(text(await client.callTool({ name: 'create_code_context', arguments: { language: 'python' } })))
+  assert.equal(ctx.language, 'python')
+  await runCode(client, { code: 'y = 7', language: 'python', context: ctx.id })
+  const inCtx = await runCode(client, { code: 'y * 6', language: 'python', context: ctx.id })
+  assert.equal(mainText(inCtx.json), '42')
+  const listed = JSON.parse(text(await client.callTool({ name: 'list_code_contexts', arguments: {} })))
+  assert.ok(listed.some((c) => c.id === ctx.id))
+  const w = await client.callTool({ name: 'write_file', arguments: { path: '/home/user/a.txt', data: 'hello' } })
+  assert.equal(w.isError, false)
+  const r = await client.callTool({ name: 'read_file', arguments: { path: '/home/user/a.txt' } })
+  assert.equal(text(r), 'hello')
+  const files = JSON.parse(text(await client.callTool({ name: 'list_files', arguments: { path: '/home/user' } })))
+  assert.ok(files.some((f) => f.name === 'a.txt'))
+  const missing = await client.callTool({ name: 'read_file', arguments: { path: '/home/user/nope' } })
+  assert.equal(missing.isError, true)
+  await client.callTool({ name: 'remove_code_context', arguments: { id: ctx.id } })
+})
+
+test('bad input gets JSON-RPC errors and the server stays up', async (t) => {
+  const server = await serve()
+  t.after(() => server.stop())
+  const { client } = await connect(server.url)
+  t.after(() => client.close())
+  await assert.rejects(client.callTool({ name: 'no_such_tool', arguments: {} }), /Unknown tool: no_such_tool/)
+  await assert.rejects(client.callTool({ name: 'run_code', arguments: { code: 1, language: 'python' } }), /run_code needs code/)
+  await assert.rejects(client.callTool({ name: 'read_file', arguments: { path: 5 } }), /read_file arguments/)
+  await assert.rejects(client.callTool({ name: 'run_code', arguments: { code: '1', language: 'cobol' } }), /Unsupported language: cobol/)
+
+  const malformed = await fetch(server.url, { method: 'POST', headers: MCP_HEADERS, body: '{"jsonrpc": "2.0", "id": 1, "meth' })
+  assert.ok(malformed.status >= 400 && malformed.status < 500, `status ${malformed.status}`)
+  const body = await malformed.text()
+  assert.match(body, /"error"/)
+  const unknownSession = await fetch(server.url, {
+    method: 'POST', headers: { ...MCP_HEADERS, 'mcp-session-id': 'no-such-session' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/list' }),
+  })
+  assert.ok(unknownSession.status === 404 || unknownSession.status === 400, `status ${unknownSession.status}`)
+
+  assert.equal((await fetch(`${server.base}/healthz`)).status, 200)
+  const still = await runCode(client, { code: '1 + 1', language: 'python' })
+  assert.equal(mainText(still.json), '2')
+})
+
+test('auth: no key or a wrong key is 401 and makes no sandbox; the right key works', async (t) => {
+  const server = await serve([], KEY)
+  t.after(() => server.stop())
+  for (const headers of [{}, { Authorization: 'Bearer wrong-key' }, { Authorization: `Bearer ${KEY}x` }, { Authorization: KEY }]) {
+    const r = await fetch(server.url, { method: 'POST', headers: { ...MCP_HEADERS, ...headers }, body: INIT })
+    assert.equal(r.status, 401, JSON.stringify(headers))
+    assert.doesNotMatch(await r.text(), new RegExp(KEY))
+  }
+  assert.equal((await fetch(`${server.base}/metrics`)).status, 401)
+  assert.equal(await metric(server.base, 'codebay_sessions_open', KEY), 0)
+  await assert.rejects(connect(server.url, 'wrong'))
+  assert.equal(await metric(server.base, 'codebay_sessions_open', KEY), 0)
+
+  const { client, transport } = await connect(server.url, KEY)
+  assert.equal(await metric(server.base, 'codebay_sessions_open', KEY), 1)
+  assert.equal(mainText((await runCode(client, { code: '2 + 2', language: 'python' })).json), '4')
+  // Ending the MCP session (HTTP DELETE) closes its sandbox.
+  await transport.terminateSession()
+  await client.close()
+  await until(async () => (await metric(server.base, 'codebay_sessions_open', KEY)) === 0, 'the sandbox to close')
+  assert.equal((await fetch(`${server.base}/healthz`)).status, 200, '/healthz needs no key')
+})
+
+test('a key file works too, and a non-loopback bind without a key refuses to start', async () => {
+  const env = noKeyEnv()
+  const refused = spawn(process.execPath, [CLI, 'serve', '--listen', '0.0.0.0:0'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  let stderr = ''
+  refused.stderr.on('data', (d) => { stderr += d })
+  const code = await new Promise((resolve) => refused.on('exit', resolve))
+  assert.equal(code, 1)
+  assert.match(stderr, /refusing to listen on 0\.0\.0\.0:0 without an API key/)
+})
+
+test('limits: the body limit is 413, a foreign Origin 403, and past --max-sessions a session is refused', async (t) => {
+  const server = await serve(['--max-body', '2K', '--max-sessions', '1'])
+  t.after(() => server.stop())
+  const big = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { padding: 'x'.repeat(4096) } })
+  const r = await fetch(server.url, { method: 'POST', headers: MCP_HEADERS, body: big })
+  assert.equal(r.status, 413)
+  const evil = await fetch(server.url, { method: 'POST', headers: { ...MCP_HEADERS, origin: 'http://evil.example' }, body: INIT })
+  assert.equal(evil.status, 403)
+  assert.equal(await metric(server.base, 'codebay_sessions_open'), 0)
+
+  const first = await connect(server.url)
+  t.after(() => first.client.close())
+  await assert.rejects(connect(server.url), /maximum of 1 sessions/)
+  assert.equal(await metric(server.base, 'codebay_sessions_open'), 1)
+  assert.equal(mainText((await runCode(first.client, { code: '3', language: 'python' })).json), '3')
+})
+
+test('SIGTERM: the server closes every sandbox and exits 0 within a few seconds', async () => {
+  const server = await serve()
+  const { client } = await connect(server.url)
+  const spinning = runCode(client, { code: 'while True:\n    pass', language: 'python', timeout_s: 120 }).catch((e) => e)
+  await new Promise((r) => setTimeout(r, 500))
+  const started = Date.now()
+  const { code } = await server.stop()
+  assert.equal(code, 0)
+  assert.ok(Date.now() - started < 6000, `took ${Date.now() - started} ms`)
+  await spinning
+  await client.close().catch(() => {})
+})
+
+test('serve() from JavaScript: url, port 0, close()', async () => {
+  const codebay = createRequire(import.meta.url)('../codebay.cjs')
+  const handle = await codebay.serve({ listen: '127.0.0.1:0', maxSessions: 2 })
+  assert.match(handle.url, /^http:\/\/127\.0\.0\.1:\d+\/mcp$/)
+  assert.equal(handle.maxSessions, 2)
+  const { client } = await connect(handle.url)
+  assert.equal(mainText((await runCode(client, { code: '6 * 7', language: 'javascript' })).json), '42')
+  await client.close()
+  await handle.close()
+  await handle.close()
+  await assert.rejects(fetch(handle.url.replace('/mcp', '/healthz')))
+  await assert.rejects(codebay.serve({ listen: '0.0.0.0:0' }), /without an API key/)
+})
+
+test('stdio: `codebay mcp` lists the tools and runs Python and JavaScript', async (t) => {
+  const transport = new StdioClientTransport({ command: process.execPath, args: [CLI, 'mcp'], env: noKeyEnv(), stderr: 'pipe' })
+  const client = new Client({ name: 'codebay-test', version: '1.0.0' })
+  await client.connect(transport)
+  t.after(() => client.close())
+  const { tools } = await client.listTools()
+  assert.deepEqual(tools.map((tool) => tool.name), TOOLS)
+  const py = await runCode(client, { code: 'z = 20\nz * 2 + 2', language: 'python' })
+  assert.equal(mainText(py.json), '42')
+  const notices = []
+  const js = await runCode(client, { code: 'console.log("a"); console.log("b"); 1 + 1', language: 'javascript' },
+    { onprogress: (p) => notices.push(JSON.parse(p.message)) })
+  assert.equal(mainText(js.json), '2')
+  assert.deepEqual(notices.filter((n) => n.stream === 'stdout').map((n) => n.text).join(''), 'a\nb\n')
+  assert.equal(mainText((await runCode(client, { code: 'z', language: 'python' })).json), '20', 'one sandbox for the process')
+})

@@ -1,0 +1,286 @@
+//! `codebay serve`: MCP Streamable HTTP at `/mcp`, `GET /healthz`, `GET /metrics`.
+//! Every request but `/healthz` needs the key when there is one; the body limit and
+//! the `Host` and `Origin` checks are rmcp's own (413, 403).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State as Extract};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::handler::Handler;
+use crate::sessions::State;
+use crate::{SandboxFactory, ServeOptions};
+
+/// How long a stop waits for connections to finish before it drops them.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// A running server. Dropping it does not stop it: call [`HttpServer::shutdown`].
+pub struct HttpServer {
+    local_addr: SocketAddr,
+    stop: CancellationToken,
+    state: Arc<State>,
+    task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl HttpServer {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `http://host:port/mcp`.
+    pub fn url(&self) -> String {
+        format!("http://{}/mcp", self.local_addr)
+    }
+
+    pub fn sessions_open(&self) -> usize {
+        self.state.sessions_open()
+    }
+
+    pub fn max_sessions(&self) -> usize {
+        self.state.max_sessions
+    }
+
+    /// Stops accepting, stops every run, closes every sandbox, and resolves once the
+    /// listener is closed (within a few seconds). Idempotent.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        self.state.close_all().await;
+        if let Some(mut task) = self.task.lock().await.take() {
+            if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
+                task.abort();
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Web {
+    state: Arc<State>,
+    key: Option<Arc<[u8]>>,
+}
+
+/// Binds and starts serving. Refuses a non-loopback address without a key.
+pub async fn serve_http(
+    options: ServeOptions,
+    factory: Arc<dyn SandboxFactory>,
+) -> Result<HttpServer, String> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&options.listen)
+        .await
+        .map_err(|e| format!("cannot resolve the listen address {}: {e}", options.listen))?
+        .collect();
+    let loopback = !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback());
+    if !loopback && options.api_key.is_none() {
+        return Err(format!(
+            "refusing to listen on {} without an API key: anyone who can reach it could run code. \
+             Give --api-key-file or CODEBAY_API_KEY, or listen on 127.0.0.1",
+            options.listen
+        ));
+    }
+    let listener = tokio::net::TcpListener::bind(addrs.as_slice())
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", options.listen))?;
+    let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let max_sessions = options
+        .max_sessions
+        .unwrap_or_else(|| crate::default_max_sessions(&codebay_core::SessionOptions::default()))
+        .max(1);
+    let state = State::new(factory, max_sessions);
+    let stop = CancellationToken::new();
+
+    let mut config = StreamableHttpServerConfig::default()
+        .with_cancellation_token(stop.child_token())
+        .with_max_request_body_bytes(options.max_body)
+        .with_allowed_origins(allowed_origins(&options, local_addr))
+        .enforce_origin_validation();
+    config = if loopback {
+        let mut hosts = config.allowed_hosts.clone();
+        hosts.extend(options.allowed_hosts.iter().cloned());
+        config.with_allowed_hosts(hosts)
+    } else if options.allowed_hosts.is_empty() {
+        config.disable_allowed_hosts()
+    } else {
+        config.with_allowed_hosts(options.allowed_hosts.clone())
+    };
+    let mut manager = LocalSessionManager::default();
+    manager.session_config.keep_alive = Some(options.idle_timeout);
+    let mcp = {
+        let state = state.clone();
+        StreamableHttpService::new(
+            move || Ok(Handler::new(state.clone())),
+            Arc::new(manager),
+            config,
+        )
+    };
+    let web = Web {
+        state: state.clone(),
+        key: options.api_key.as_ref().map(|k| Arc::from(k.as_bytes())),
+    };
+    let mcp = Router::new()
+        .route_service("/mcp", mcp)
+        .layer(middleware::from_fn_with_state(
+            options.max_body,
+            check_json_rpc,
+        ));
+    let guarded = Router::new()
+        .route("/metrics", get(metrics))
+        .merge(mcp)
+        .layer(middleware::from_fn_with_state(web.clone(), authorize));
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .merge(guarded)
+        .with_state(web);
+    let until = stop.clone();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(until.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            eprintln!("codebay serve: {e}");
+        }
+    });
+    Ok(HttpServer {
+        local_addr,
+        stop,
+        state,
+        task: tokio::sync::Mutex::new(Some(task)),
+    })
+}
+
+/// Loopback origins on any port, the server's own address, and what was given.
+fn allowed_origins(options: &ServeOptions, local: SocketAddr) -> Vec<String> {
+    let mut origins: Vec<String> = ["localhost", "127.0.0.1", "[::1]"]
+        .iter()
+        .flat_map(|h| [format!("http://{h}:*"), format!("https://{h}:*")])
+        .collect();
+    if !local.ip().is_unspecified() {
+        origins.push(format!("http://{local}"));
+    }
+    origins.extend(options.allowed_origins.iter().cloned());
+    origins
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn metrics(Extract(web): Extract<Web>) -> Response {
+    let text = web.state.metrics.render(&web.state.gauges());
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn authorize(Extract(web): Extract<Web>, request: Request, next: Next) -> Response {
+    let Some(key) = &web.key else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    match given {
+        Some(given) if same_key(given.as_bytes(), key) => next.run(request).await,
+        _ => Response::builder()
+            .status(StatusCode::UNAUTHORIZED)
+            .header(header::WWW_AUTHENTICATE, "Bearer")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32001,"message":"Unauthorized: this server needs Authorization: Bearer <its API key>"}}"#,
+            ))
+            .expect("a valid response"),
+    }
+}
+
+fn json_rpc_error(status: StatusCode, code: i32, message: String) -> Response {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": { "code": code, "message": message },
+    });
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("a valid response")
+}
+
+/// A POST body that is not JSON-RPC is answered as JSON-RPC says (`-32700` parse
+/// error, `-32600` invalid request), not with rmcp's plain text. The body is read
+/// whole first, so the 413 of one too large reaches the client before the
+/// connection closes.
+async fn check_json_rpc(
+    Extract(max_body): Extract<usize>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.method() != axum::http::Method::POST {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, max_body).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return json_rpc_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                -32600,
+                format!("the request body is larger than this server's limit of {max_body} bytes (--max-body)"),
+            )
+        }
+    };
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+        return json_rpc_error(StatusCode::BAD_REQUEST, -32700, format!("Parse error: {e}"));
+    }
+    if let Err(e) = serde_json::from_slice::<rmcp::model::ClientJsonRpcMessage>(&bytes) {
+        return json_rpc_error(
+            StatusCode::BAD_REQUEST,
+            -32600,
+            format!("Invalid request: not a JSON-RPC message of MCP: {e}"),
+        );
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+/// Compares in time that depends on the lengths only, never on where they differ.
+fn same_key(given: &[u8], key: &[u8]) -> bool {
+    let mut diff = (given.len() != key.len()) as u8;
+    for (i, k) in key.iter().enumerate() {
+        diff |= k ^ given.get(i).copied().unwrap_or(0);
+    }
+    std::hint::black_box(diff) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_compare_whole() {
+        assert!(same_key(b"abc", b"abc"));
+        assert!(!same_key(b"abd", b"abc"));
+        assert!(!same_key(b"ab", b"abc"));
+        assert!(!same_key(b"abcd", b"abc"));
+        assert!(!same_key(b"", b"abc"));
+    }
+}

@@ -1,0 +1,133 @@
+//! The HTTP side with a fake sandbox: no helper, no kernel features needed.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use codebay_core::{BoxFuture, McpToolResult, Session};
+use codebay_server::{serve_http, SandboxFactory, ServeOptions};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct Fake;
+
+impl Session for Fake {
+    fn session_id(&self) -> String {
+        "fake".into()
+    }
+    fn api_key(&self) -> String {
+        String::new()
+    }
+    fn call_tool(&self, name: &str, _args: Value) -> BoxFuture<Result<McpToolResult, String>> {
+        let data = format!(
+            "{{\"stdout\":[\"{name}\\n\"],\"stderr\":[],\"result\":[],\"executionError\":\"\"}}"
+        );
+        Box::pin(async move { Ok(McpToolResult::ok(data, "r".into())) })
+    }
+}
+
+#[derive(Default)]
+struct Counter(AtomicUsize);
+
+#[derive(Default, Clone)]
+struct Counting(Arc<Counter>);
+
+impl SandboxFactory for Counting {
+    fn create(&self) -> BoxFuture<Result<Arc<dyn Session>, String>> {
+        self.0 .0.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Ok(Arc::new(Fake) as Arc<dyn Session>) })
+    }
+}
+
+async fn http(addr: std::net::SocketAddr, request: String) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn post(body: &str, extra: &str) -> String {
+    format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nConnection: close\r\n{extra}\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_limits_and_sessions() {
+    let counting = Counting::default();
+    let server = serve_http(
+        ServeOptions {
+            listen: "127.0.0.1:0".into(),
+            api_key: Some("k3y".into()),
+            max_sessions: Some(1),
+            max_body: 1024,
+            ..Default::default()
+        },
+        Arc::new(counting.clone()),
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+
+    let no_key = http(addr, post(INIT, "")).await;
+    assert!(no_key.starts_with("HTTP/1.1 401"), "{no_key}");
+    assert!(!no_key.contains("k3y"));
+    let wrong = http(addr, post(INIT, "Authorization: Bearer k3z\r\n")).await;
+    assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+    assert_eq!(counting.0 .0.load(Ordering::SeqCst), 0, "no sandbox made");
+
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(4096));
+    let too_big = http(addr, post(&big, "Authorization: Bearer k3y\r\n")).await;
+    assert!(too_big.starts_with("HTTP/1.1 413"), "{too_big}");
+
+    let health = http(
+        addr,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into(),
+    )
+    .await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+
+    let ok = http(addr, post(INIT, "Authorization: Bearer k3y\r\n")).await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(ok.to_lowercase().contains("mcp-session-id"), "{ok}");
+    assert_eq!(counting.0 .0.load(Ordering::SeqCst), 1);
+    assert_eq!(server.sessions_open(), 1);
+
+    let full = http(addr, post(INIT, "Authorization: Bearer k3y\r\n")).await;
+    assert!(full.contains("maximum of 1 sessions"), "{full}");
+    assert_eq!(counting.0 .0.load(Ordering::SeqCst), 1);
+
+    let metrics = http(
+        addr,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3y\r\nConnection: close\r\n\r\n".into(),
+    )
+    .await;
+    assert!(metrics.contains("\ncodebay_sessions_open 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("codebay_sessions_refused_total 1\n"),
+        "{metrics}"
+    );
+
+    server.shutdown().await;
+    assert_eq!(server.sessions_open(), 0);
+}
+
+#[tokio::test]
+async fn a_public_bind_needs_a_key() {
+    let err = serve_http(
+        ServeOptions {
+            listen: "0.0.0.0:0".into(),
+            ..Default::default()
+        },
+        Arc::new(Counting::default()),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(err.contains("without an API key"), "{err}");
+}
