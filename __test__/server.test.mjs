@@ -5,6 +5,9 @@ import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { createRequire } from 'node:module'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js'
@@ -167,9 +170,15 @@ test('bad input gets JSON-RPC errors and the server stays up', async (t) => {
   await assert.rejects(client.callTool({ name: 'run_code', arguments: { code: '1', language: 'cobol' } }), /Unsupported language: cobol/)
 
   const malformed = await fetch(server.url, { method: 'POST', headers: MCP_HEADERS, body: '{"jsonrpc": "2.0", "id": 1, "meth' })
-  assert.ok(malformed.status >= 400 && malformed.status < 500, `status ${malformed.status}`)
-  const body = await malformed.text()
-  assert.match(body, /"error"/)
+  assert.equal(malformed.status, 400)
+  assert.equal((await malformed.json()).error.code, -32700)
+  const notRpc = await fetch(server.url, { method: 'POST', headers: MCP_HEADERS, body: '{"hello": "world"}' })
+  assert.equal(notRpc.status, 400)
+  assert.equal((await notRpc.json()).error.code, -32600)
+  // Past the default 16 MiB: the whole upload is read, so the client sees the 413, not EPIPE.
+  const huge = await fetch(server.url, { method: 'POST', headers: MCP_HEADERS, body: `{"pad":"${'x'.repeat(17 * 1024 * 1024)}"}` })
+  assert.equal(huge.status, 413)
+  assert.match((await huge.json()).error.message, /larger than this server's limit of 16777216 bytes/)
   const unknownSession = await fetch(server.url, {
     method: 'POST', headers: { ...MCP_HEADERS, 'mcp-session-id': 'no-such-session' },
     body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/list' }),
@@ -204,7 +213,17 @@ test('auth: no key or a wrong key is 401 and makes no sandbox; the right key wor
   assert.equal((await fetch(`${server.base}/healthz`)).status, 200, '/healthz needs no key')
 })
 
-test('a key file works too, and a non-loopback bind without a key refuses to start', async () => {
+test('a key file works too, and a non-loopback bind without a key refuses to start', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'codebay-key-'))
+  const file = path.join(dir, 'key')
+  fs.writeFileSync(file, `${KEY}\n`)
+  const server = await serve(['--api-key-file', file])
+  t.after(() => { server.stop(); fs.rmSync(dir, { recursive: true }) })
+  assert.equal((await fetch(server.url, { method: 'POST', headers: MCP_HEADERS, body: INIT })).status, 401)
+  const { client } = await connect(server.url, KEY)
+  assert.equal(mainText((await runCode(client, { code: '5', language: 'python' })).json), '5')
+  await client.close()
+
   const env = noKeyEnv()
   const refused = spawn(process.execPath, [CLI, 'serve', '--listen', '0.0.0.0:0'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
   let stderr = ''
@@ -273,4 +292,14 @@ test('stdio: `codebay mcp` lists the tools and runs Python and JavaScript', asyn
   assert.equal(mainText(js.json), '2')
   assert.deepEqual(notices.filter((n) => n.stream === 'stdout').map((n) => n.text).join(''), 'a\nb\n')
   assert.equal(mainText((await runCode(client, { code: 'z', language: 'python' })).json), '20', 'one sandbox for the process')
+})
+
+test('--idle-timeout closes the sandbox of a session left unused', async (t) => {
+  const server = await serve(['--idle-timeout', '1'])
+  t.after(() => server.stop())
+  const { client } = await connect(server.url)
+  t.after(() => client.close().catch(() => {}))
+  assert.equal(mainText((await runCode(client, { code: '1', language: 'python' })).json), '1')
+  assert.equal(await metric(server.base, 'codebay_sessions_open'), 1)
+  await until(async () => (await metric(server.base, 'codebay_sessions_open')) === 0, 'the idle session to be reaped', 8000)
 })

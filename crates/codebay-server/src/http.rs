@@ -13,6 +13,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use futures::StreamExt as _;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::task::JoinHandle;
@@ -24,6 +25,9 @@ use crate::{SandboxFactory, ServeOptions};
 
 /// How long a stop waits for connections to finish before it drops them.
 const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// How much of a body past the limit is read and dropped so that its client gets the 413.
+const DRAIN_CAP: usize = 64 * 1024 * 1024;
 
 /// A running server. Dropping it does not stop it: call [`HttpServer::shutdown`].
 pub struct HttpServer {
@@ -238,15 +242,12 @@ async fn check_json_rpc(
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
-    let bytes = match axum::body::to_bytes(body, max_body).await {
-        Ok(bytes) => bytes,
-        Err(_) => {
-            return json_rpc_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                -32600,
-                format!("the request body is larger than this server's limit of {max_body} bytes (--max-body)"),
-            )
-        }
+    let Some(bytes) = read_body(body, max_body).await else {
+        return json_rpc_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            -32600,
+            format!("the request body is larger than this server's limit of {max_body} bytes (--max-body)"),
+        );
     };
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
         return json_rpc_error(StatusCode::BAD_REQUEST, -32700, format!("Parse error: {e}"));
@@ -260,6 +261,26 @@ async fn check_json_rpc(
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
+}
+
+/// The body, or None past `max`. What is past the limit is still read (and
+/// dropped) up to [`DRAIN_CAP`] more: a server that stops reading mid-upload closes
+/// the connection under the client, which then sees EPIPE instead of the 413.
+async fn read_body(body: Body, max: usize) -> Option<axum::body::Bytes> {
+    let mut stream = body.into_data_stream();
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else { return None };
+        seen = seen.saturating_add(chunk.len());
+        if seen > max.saturating_add(DRAIN_CAP) {
+            return None;
+        }
+        if seen <= max {
+            kept.extend_from_slice(&chunk);
+        }
+    }
+    (seen <= max).then(|| kept.into())
 }
 
 /// Compares in time that depends on the lengths only, never on where they differ.

@@ -85,6 +85,17 @@ async fn keys_limits_and_sessions() {
     let too_big = http(addr, post(&big, "Authorization: Bearer k3y\r\n")).await;
     assert!(too_big.starts_with("HTTP/1.1 413"), "{too_big}");
 
+    let malformed = http(
+        addr,
+        post(
+            "{\"jsonrpc\": \"2.0\", \"id",
+            "Authorization: Bearer k3y\r\n",
+        ),
+    )
+    .await;
+    assert!(malformed.starts_with("HTTP/1.1 400"), "{malformed}");
+    assert!(malformed.contains("-32700"), "{malformed}");
+
     let health = http(
         addr,
         "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into(),
