@@ -160,3 +160,11 @@ export async function waitFor(check, ms) {
   }
   return check()
 }
+
+// ------------------------------------------------------------ a codebay serve in this process
+/** Starts `serve()` on a free loopback port with a key of its own. */
+export async function startServer(options = {}) {
+  const apiKey = `test-key-${Math.random().toString(16).slice(2)}`
+  const handle = await codebay.serve({ listen: '127.0.0.1:0', apiKey, ...options })
+  return { url: handle.url, apiKey, handle, close: () => handle.close() }
+}

@@ -87,7 +87,7 @@ after(() => {
  * Runs `body` (the text of an async function taking the `codebay` module) as `user`
  * in a fresh Node, with `env`; resolves with what it returns (as JSON).
  */
-function asUser(user, body, env = {}) {
+function asUser(user, body, env = {}, wrap = []) {
   const script = path.join(pkg, `script-${process.hrtime.bigint()}.cjs`)
   fs.writeFileSync(script, `
 const codebay = require(${JSON.stringify(path.join(pkg, 'index.js'))})
@@ -96,7 +96,7 @@ const codebay = require(${JSON.stringify(path.join(pkg, 'index.js'))})
 `)
   fs.chmodSync(script, 0o644)
   const vars = Object.entries({ PATH: process.env.PATH, HOME: '/var/tmp', ...env }).map(([k, v]) => `${k}=${v}`)
-  const r = spawnSync('runuser', ['-u', user, '--', 'env', '-i', ...vars, process.execPath, script], { encoding: 'utf8', cwd: '/var/tmp', timeout: 120_000 })
+  const r = spawnSync('runuser', ['-u', user, '--', ...wrap, 'env', '-i', ...vars, process.execPath, script], { encoding: 'utf8', cwd: '/var/tmp', timeout: 120_000 })
   fs.rmSync(script)
   const line = r.stdout.split('\n').find((l) => l.startsWith('RESULT '))
   assert.ok(line, `no result from the script (status ${r.status}):\n${r.stdout}\n${r.stderr}`)
@@ -181,6 +181,10 @@ test('the same through CODEBAY_CGROUP_PARENT; without any parent, ERR_CODEBAY_NO
   const notTheirs = asUser(SUB, `async (codebay) => codebay.LocalSession.create({ poolSize: 0, cgroupParent: '/${OWN}' })`)
   assert.equal(notTheirs.thrown?.code, 'ERR_CODEBAY_NO_CGROUP')
   assert.match(notTheirs.thrown.message, new RegExp(`cgroupParent /${OWN} is not a directory it may write`))
+  // Under no_new_privs the setuid map tools cannot work: refused by name, not mapped wrongly.
+  const nnp = asUser(SUB, `async (codebay) => codebay.LocalSession.create({ poolSize: 0, cgroupParent: '${PARENT(SUB)}' })`, {}, ['setpriv', '--no-new-privs'])
+  assert.equal(nnp.thrown?.code, 'ERR_CODEBAY_SANDBOX_FAILED', JSON.stringify(nnp))
+  assert.match(nnp.thrown.message, /\(id_map\): .*no_new_privs/)
   assert.deepEqual(sessionDirs(SUB), [])
 })
 

@@ -133,6 +133,19 @@ pub fn subordinate(uid: u32, gid: u32) -> Result<Option<SubordinateIds>, Sandbox
     ) else {
         return Ok(None);
     };
+    // The map tools are setuid; under no_new_privs (Kubernetes' allowPrivilegeEscalation:
+    // false, Docker's no-new-privileges) they run without it and fail. Said now, by
+    // name, rather than as a failed id map.
+    // SAFETY: PR_GET_NO_NEW_PRIVS takes no pointer.
+    if unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) } == 1 {
+        return Err(SandboxError::IdMap(format!(
+            "uid {uid} has subordinate ids, but this process runs with no_new_privs \
+             (allowPrivilegeEscalation: false, no-new-privileges), under which the setuid \
+             {} cannot map them: remove the user's /etc/subuid and /etc/subgid entries (the \
+             code then runs as the user's own id), or allow privilege escalation",
+            newuidmap.display()
+        )));
+    }
     let (k, claim) = claim_index(
         &user_claims_dir(uid)?,
         ucount.min(gcount),
