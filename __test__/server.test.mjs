@@ -303,3 +303,16 @@ test('--idle-timeout closes the sandbox of a session left unused', async (t) => 
   assert.equal(await metric(server.base, 'codebay_sessions_open'), 1)
   await until(async () => (await metric(server.base, 'codebay_sessions_open')) === 0, 'the idle session to be reaped', 8000)
 })
+
+test('ending the session (DELETE) mid-run stops the run and closes the sandbox', async (t) => {
+  const server = await serve()
+  t.after(() => server.stop())
+  const { client, transport } = await connect(server.url)
+  const spinning = runCode(client, { code: 'while True:\n    pass', language: 'python', timeout_s: 120 }).catch((e) => e)
+  await new Promise((r) => setTimeout(r, 500))
+  assert.equal(await metric(server.base, 'codebay_sessions_open'), 1)
+  await transport.terminateSession()
+  await until(async () => (await metric(server.base, 'codebay_sessions_open')) === 0, 'the sandbox to close', 8000)
+  await client.close()
+  await spinning
+})
