@@ -609,6 +609,11 @@ export interface ServeOptions {
   allowedHosts?: Array<string>
   /** Browser origins to accept besides loopback and the server's own. */
   allowedOrigins?: Array<string>
+  /**
+   * The options every session's sandbox is made with (`LocalSession.create()`'s), e.g.
+   * `{ resourceLimits: 'rlimits' }` in a pod with no writable cgroup.
+   */
+  session?: LocalSessionOptions
 }
 
 /**

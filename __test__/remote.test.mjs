@@ -119,3 +119,18 @@ test('a dead server is a failed result naming it; a list of endpoints skips one 
   assert.equal(closed.success, false)
   assert.match(closed.errorMessage, /closed/)
 })
+
+test('a server whose sessions run with rlimits only (as deploy/kubernetes asks) serves runs', async () => {
+  const rl = await startServer({ session: { resourceLimits: 'rlimits' }, maxSessions: 2 })
+  try {
+    const remote = await RemoteSession.connect({ endpoint: rl.url, apiKey: rl.apiKey })
+    assert.deepEqual((await remote.code.runCode('print(6 * 7)', 'python')).logs.stdout, ['42\n'])
+    // Per-process limits: an allocation past memoryBytes fails in the process.
+    const big = await remote.code.runCode('bytearray(700 * 2**20)', 'python')
+    assert.equal(big.error?.name, 'MemoryError', JSON.stringify(big))
+    await remote.close()
+    await assert.rejects(startServer({ session: { resourceLimits: 'none' } }), /resourceLimits must be 'cgroup' or 'rlimits'/)
+  } finally {
+    await rl.close()
+  }
+})

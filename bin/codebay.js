@@ -12,6 +12,7 @@ const USAGE = `Usage:
   codebay doctor [--cgroup-parent P] [--json]
   codebay serve [--listen HOST:PORT] [--api-key-file F] [--max-sessions N]
                 [--idle-timeout S] [--max-body B] [--allowed-host H...]
+                [--resource-limits cgroup|rlimits] [--cgroup-parent P]
   codebay mcp
   codebay --version
 
@@ -48,6 +49,9 @@ serve is an MCP server over Streamable HTTP at http://HOST:PORT/mcp, with GET
   --idle-timeout  seconds before an unused session's sandbox is closed (default 600)
   --max-body      largest request body, in bytes or with K/M/G (default 16M)
   --allowed-host  a Host header to accept besides loopback (repeatable)
+  --resource-limits  what bounds each session: cgroup (default) or rlimits, the
+                  explicit opt-in where no cgroup can be had (a pod)
+  --cgroup-parent the cgroupParent of every session (default: $CODEBAY_CGROUP_PARENT)
 It prints its URL on stdout, and stops cleanly on SIGTERM or SIGINT.
 
 mcp is an MCP server over standard input and output, with one sandbox for the life
@@ -319,12 +323,21 @@ function parseServe(argv) {
         'idle-timeout': { type: 'string' },
         'max-body': { type: 'string' },
         'allowed-host': { type: 'string', multiple: true },
+        'resource-limits': { type: 'string' },
+        'cgroup-parent': { type: 'string' },
       },
     }))
   } catch (err) {
     throw new UsageError(err.message)
   }
   const options = { listen: values.listen, apiKeyFile: values['api-key-file'], allowedHosts: values['allowed-host'] }
+  const session = {}
+  if (values['resource-limits'] !== undefined) {
+    if (!['cgroup', 'rlimits'].includes(values['resource-limits'])) throw new UsageError(`--resource-limits must be cgroup or rlimits, got '${values['resource-limits']}'`)
+    session.resourceLimits = values['resource-limits']
+  }
+  if (values['cgroup-parent'] !== undefined) session.cgroupParent = values['cgroup-parent']
+  if (Object.keys(session).length > 0) options.session = session
   if (values['max-sessions'] !== undefined) {
     options.maxSessions = Number(values['max-sessions'])
     if (!Number.isInteger(options.maxSessions) || options.maxSessions < 1) throw new UsageError(`--max-sessions must be a whole number >= 1, got '${values['max-sessions']}'`)

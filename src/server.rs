@@ -30,6 +30,10 @@ pub struct ServeOptions {
     pub allowed_hosts: Option<Vec<String>>,
     /// Browser origins to accept besides loopback and the server's own.
     pub allowed_origins: Option<Vec<String>>,
+    /// The options every session's sandbox is made with (`LocalSession.create()`'s), e.g.
+    /// `{ resourceLimits: 'rlimits' }` in a pod with no writable cgroup.
+    #[napi(ts_type = "LocalSessionOptions")]
+    pub session: Option<serde_json::Value>,
 }
 
 /// A running `serve()`.
@@ -64,11 +68,18 @@ impl ServerHandle {
     }
 }
 
-fn factory() -> Arc<dyn SandboxFactory> {
+fn factory(options: SessionOptions) -> Arc<dyn SandboxFactory> {
     Arc::new(LocalFactory {
-        options: SessionOptions::default(),
+        options,
         placement: crate::local_session::placement(),
     })
+}
+
+/// The sessions' options, checked as `LocalSession.create()` checks them.
+fn session_options(value: Option<serde_json::Value>) -> Result<SessionOptions> {
+    let registry = codebay_core::Registry::default();
+    SessionOptions::from_json(&value.unwrap_or(serde_json::Value::Null), &registry)
+        .map_err(|e| Error::new(Status::InvalidArg, format!("session: {}", e.message)))
 }
 
 fn positive(name: &str, v: f64) -> Result<f64> {
@@ -95,7 +106,9 @@ pub async fn serve(options: Option<ServeOptions>) -> Result<ServerHandle> {
         max_body: None,
         allowed_hosts: None,
         allowed_origins: None,
+        session: None,
     });
+    let sessions = session_options(o.session)?;
     let mut serve = codebay_server::ServeOptions::default();
     if let Some(listen) = o.listen {
         serve.listen = listen;
@@ -108,9 +121,10 @@ pub async fn serve(options: Option<ServeOptions>) -> Result<ServerHandle> {
         None => codebay_server::resolve_api_key(o.api_key_file.as_deref())
             .map_err(Error::from_reason)?,
     };
-    if let Some(n) = o.max_sessions {
-        serve.max_sessions = Some(positive("maxSessions", n as f64)? as usize);
-    }
+    serve.max_sessions = Some(match o.max_sessions {
+        Some(n) => positive("maxSessions", n as f64)? as usize,
+        None => codebay_server::default_max_sessions(&sessions),
+    });
     if let Some(s) = o.idle_timeout_s {
         serve.idle_timeout = Duration::from_secs_f64(positive("idleTimeoutS", s)?);
     }
@@ -119,7 +133,7 @@ pub async fn serve(options: Option<ServeOptions>) -> Result<ServerHandle> {
     }
     serve.allowed_hosts = o.allowed_hosts.unwrap_or_default();
     serve.allowed_origins = o.allowed_origins.unwrap_or_default();
-    let server = codebay_server::serve_http(serve, factory())
+    let server = codebay_server::serve_http(serve, factory(sessions))
         .await
         .map_err(Error::from_reason)?;
     Ok(ServerHandle {
@@ -132,7 +146,7 @@ pub async fn serve(options: Option<ServeOptions>) -> Result<ServerHandle> {
 /// else may write to stdout meanwhile.
 #[napi]
 pub async fn serve_stdio() -> Result<()> {
-    codebay_server::serve_stdio(factory())
+    codebay_server::serve_stdio(factory(SessionOptions::default()))
         .await
         .map_err(Error::from_reason)
 }

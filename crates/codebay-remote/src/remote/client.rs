@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use codebay_protocol::mcp::ORDERED_NOTICES_META;
 use serde_json::{json, Value};
 
 /// The protocol version asked for; the server answers with the one it speaks.
@@ -112,21 +113,27 @@ impl McpClient {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// `tools/call` as request `id`, with `progress` called with each progress
-    /// notification's `message`; the call's result object.
+    /// `tools/call` as request `id`; with `progress`, a progress token is sent and each
+    /// progress notification's `message` goes to it. The call's result object.
     pub async fn call_tool(
         &self,
         id: u64,
         name: &str,
         arguments: Value,
         timeout: Duration,
-        progress: &mut (dyn FnMut(&str) + Send),
+        progress: Option<&mut (dyn FnMut(&str) + Send)>,
     ) -> Result<Value, McpError> {
-        let params = json!({
-            "name": name,
-            "arguments": arguments,
-            "_meta": { "progressToken": id },
-        });
+        let mut params = json!({ "name": name, "arguments": arguments });
+        let mut ignore = |_: &str| {};
+        let progress: &mut (dyn FnMut(&str) + Send) = match progress {
+            Some(p) => {
+                // This client reads the stream in order, so the server need not pause
+                // between the last notice and the answer.
+                params["_meta"] = json!({ "progressToken": id, ORDERED_NOTICES_META: true });
+                p
+            }
+            None => &mut ignore,
+        };
         let body = json!({ "jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params });
         self.exchange("tools/call", id, body, timeout, progress)
             .await

@@ -81,7 +81,7 @@ impl RemoteSession {
             let answer = this
                 .0
                 .client
-                .call_tool(id, &name, args, this.0.timeout, &mut |_| {})
+                .call_tool(id, &name, args, this.0.timeout, None)
                 .await;
             tool_result(this.request_id(id), answer)
         })
@@ -171,10 +171,14 @@ impl Session for RemoteSession {
                     notice(sink.as_ref(), message);
                 }
             };
-            let call =
-                this.0
-                    .client
-                    .call_tool(id, RUN_CODE, request.tool_args(), deadline, &mut progress);
+            let streaming = control.sink.is_some();
+            let call = this.0.client.call_tool(
+                id,
+                RUN_CODE,
+                request.tool_args(),
+                deadline,
+                streaming.then_some(&mut progress as &mut (dyn FnMut(&str) + Send)),
+            );
             let result = tokio::select! {
                 _ = control.cancel.cancelled() => {
                     let _ = this.0.client.cancel(id, Duration::from_secs(5)).await;
