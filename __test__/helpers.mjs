@@ -164,7 +164,7 @@ export async function waitFor(check, ms) {
 // ------------------------------------------------------------ a codebay serve in this process
 /** Starts `serve()` on a free loopback port with a key of its own. */
 export async function startServer(options = {}) {
-  const apiKey = `test-key-${Math.random().toString(16).slice(2)}`
-  const handle = await codebay.serve({ listen: '127.0.0.1:0', apiKey, ...options })
+  const apiKey = options.apiKey ?? `test-key-${Math.random().toString(16).slice(2)}`
+  const handle = await codebay.serve({ listen: '127.0.0.1:0', ...options, apiKey })
   return { url: handle.url, apiKey, handle, close: () => handle.close() }
 }

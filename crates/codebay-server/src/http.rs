@@ -146,6 +146,11 @@ pub async fn serve_http(
         .with_state(web);
     let until = stop.clone();
     let task = tokio::spawn(async move {
+        // Answers and notices are small writes: without TCP_NODELAY each waits for the
+        // peer's delayed ACK (40 ms on Linux) behind the one before it.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(until.cancelled_owned())
             .await;
