@@ -1,4 +1,4 @@
-// The benchmark of issues 4, 7, 8 and 9: `npm run bench` (node --no-node-snapshot bench/run.mjs).
+// The benchmark of issues 4, 7, 8, 9 and 12: `npm run bench` (node --no-node-snapshot bench/run.mjs).
 //
 // Prints one markdown table on stdout, every codebay figure next to the baselines
 // measured in the same run, and a Target column computed from the measured ratios.
@@ -356,6 +356,35 @@ async function measurePromises(LocalSession) {
   }
 }
 
+/**
+ * Row 11: a warm `print(1)` through RemoteSession over loopback (`serve()` in this
+ * process), alternating in blocks with the same run on a LocalSession.
+ */
+async function measureRemote(codebay) {
+  const apiKey = 'bench-key'
+  const server = await codebay.serve({ listen: '127.0.0.1:0', apiKey, maxSessions: 2 })
+  const remote = await codebay.RemoteSession.connect({ endpoint: server.url, apiKey })
+  const local = await codebay.LocalSession.create({ poolSize: 0 })
+  try {
+    const run = (s) => async () => expectOk(await s.code.runCode('print(1)', 'python'), 'remote print(1)')
+    for (const s of [remote, local]) await timeLoop(run(s), 200) // warm-up, not kept
+    const samples = { remote: [], local: [] }
+    for (let b = 0; b < 4; b++) {
+      for (const [k, s] of [['remote', remote], ['local', local]]) {
+        const t = await timeLoop(run(s), n(500))
+        samples[k].push(t)
+      }
+    }
+    const merge = (list) => ({ n: list.reduce((a, t) => a + t.n, 0), p50: list.reduce((a, t) => a + t.p50, 0) / list.length, p99: list.reduce((a, t) => a + t.p99, 0) / list.length })
+    M.remoteWarm = merge(samples.remote)
+    M.remoteLocal = merge(samples.local)
+  } finally {
+    await remote.close()
+    await local.close()
+    await server.close()
+  }
+}
+
 async function measurePreload(LocalSession) {
   // Row 10: the first pandas run in a new session, with the `preload` option and without.
   const code = "import pandas as pd; pd.DataFrame({'a':[1]})"
@@ -415,7 +444,7 @@ async function main() {
   }
   await measureChildren(codebayError)
   const errors = {} // per section: why it could not be measured
-  for (const [name, fn] of [['warm', measureWarm], ['throughput', measureThroughput], ['create', measureCreate], ['overshoot', measureOvershoot], ['lag', measureLag], ['promises', measurePromises], ['preload', measurePreload]]) {
+  for (const [name, fn] of [['warm', measureWarm], ['throughput', measureThroughput], ['create', measureCreate], ['overshoot', measureOvershoot], ['lag', measureLag], ['promises', measurePromises], ['preload', measurePreload], ['remote', () => measureRemote(codebay)]]) {
     if (!codebay) {
       errors[name] = codebayError
       continue
@@ -635,6 +664,18 @@ async function main() {
     })
   } else {
     skipped('10', 'first pandas run with and without preload', errors.preload)
+  }
+
+  // ---- Row 11: RemoteSession over loopback
+  if (M.remoteWarm) {
+    row('11', '**codebay** warm `runCode(\'print(1)\', \'python\')` through `RemoteSession`, `serve()` on loopback in this process', {
+      ...latency(M.remoteWarm),
+      other: `${M.remoteWarm.n} runs in 4 blocks alternating with the row below (p50, p99: means of the blocks')`,
+      target: target('p50 ≤ 1 ms', M.remoteWarm.p50, M.remoteWarm.p50 <= 1, ms),
+    })
+    row('11', '↳ the same on a LocalSession', { ...latency(M.remoteLocal), other: `${M.remoteLocal.n} runs` })
+  } else {
+    skipped('11', 'RemoteSession warm print(1)', errors.remote)
   }
 
   // ---- Print
