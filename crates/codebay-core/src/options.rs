@@ -114,6 +114,16 @@ pub const OPTION_NAMES: [&str; 15] = [
 pub const PRELOAD_LANGUAGES: [&str; 1] = ["python"];
 
 impl SessionOptions {
+    /// The memory cgroup limit a session with these options gets (its processes'
+    /// `memoryBytes` plus the room its files may take).
+    pub fn memory_limit_bytes(&self) -> u64 {
+        codebay_protocol::helper::memory_limit_bytes(
+            self.memory_bytes,
+            self.workspace_bytes,
+            self.tmp_bytes,
+        )
+    }
+
     /// Reads `create()`'s argument: `undefined`/`null` (as JSON null) or an object.
     /// A key set to `undefined`/`null` takes its default.
     pub fn from_json(value: &Value, registry: &Registry) -> Result<SessionOptions, CodebayError> {

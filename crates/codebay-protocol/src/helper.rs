@@ -137,21 +137,31 @@ impl ReadOnlyBind {
     }
 }
 
+/// What a session's files can hold when full: the workspace, `/tmp`, `/dev/shm` and
+/// System V segments, with the kernel memory of their inodes.
+pub fn file_space_bytes(workspace_bytes: u64, tmp_bytes: u64) -> u64 {
+    [workspace_bytes, tmp_bytes, DEV_SHM_BYTES]
+        .iter()
+        .map(|&b| b.saturating_add(tmpfs_inodes(b) * INODE_BUDGET_BYTES))
+        .fold(SYSV_SHM_BYTES, u64::saturating_add)
+}
+
+/// A session's memory cgroup limit. The kernel charges a tmpfs page to the process
+/// that writes it, so files and processes share one counter; sized so that with every
+/// file system full, processes still have `memory_bytes`.
+pub fn memory_limit_bytes(memory_bytes: u64, workspace_bytes: u64, tmp_bytes: u64) -> u64 {
+    memory_bytes.saturating_add(file_space_bytes(workspace_bytes, tmp_bytes))
+}
+
 impl SandboxConfig {
-    /// What the session's files can hold when full: the workspace, `/tmp`, `/dev/shm` and
-    /// System V segments, with the kernel memory of their inodes.
+    /// [`file_space_bytes`] of this session.
     pub fn file_space_bytes(&self) -> u64 {
-        [self.workspace_bytes, self.tmp_bytes, DEV_SHM_BYTES]
-            .iter()
-            .map(|&b| b.saturating_add(tmpfs_inodes(b) * INODE_BUDGET_BYTES))
-            .fold(SYSV_SHM_BYTES, u64::saturating_add)
+        file_space_bytes(self.workspace_bytes, self.tmp_bytes)
     }
 
-    /// The session's memory cgroup limit. The kernel charges a tmpfs page to the
-    /// process that writes it, so files and processes share one counter; sized so that
-    /// with every file system full, processes still have `memory_bytes`.
+    /// [`memory_limit_bytes`] of this session.
     pub fn memory_limit_bytes(&self) -> u64 {
-        self.memory_bytes.saturating_add(self.file_space_bytes())
+        memory_limit_bytes(self.memory_bytes, self.workspace_bytes, self.tmp_bytes)
     }
 }
 

@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use codebay_core::local::pool;
 use codebay_core::{BoxFuture, Placement, Session, SessionOptions};
-use codebay_protocol::SandboxConfig;
 use rmcp::ServiceExt as _;
 
 pub use http::{serve_http, HttpServer};
@@ -141,31 +140,10 @@ pub fn resolve_api_key(file: Option<&str>) -> Result<Option<String>, String> {
     }
 }
 
-/// The session memory limit of default options: what one sandbox may hold.
-pub fn session_memory_bytes(options: &SessionOptions) -> u64 {
-    SandboxConfig {
-        session_id: String::new(),
-        memory_bytes: options.memory_bytes,
-        max_processes: options.max_processes,
-        cpu_cores: options.cpu_cores,
-        network: options.network,
-        workspace_bytes: options.workspace_bytes,
-        tmp_bytes: options.tmp_bytes,
-        read_only_binds: Vec::new(),
-        runtimes_dir: String::new(),
-        env: Default::default(),
-        max_open_files: 0,
-        max_file_bytes: 0,
-        cgroup_parent: None,
-        resource_limits: options.resource_limits,
-    }
-    .memory_limit_bytes()
-}
-
 /// How many sessions fit in this machine's memory (`MemTotal`) at `options`' limit;
 /// at least 1.
 pub fn default_max_sessions(options: &SessionOptions) -> usize {
-    let per = session_memory_bytes(options).max(1);
+    let per = options.memory_limit_bytes().max(1);
     let total = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|t| mem_total_bytes(&t))
@@ -213,7 +191,7 @@ mod tests {
             mem_total_bytes("MemTotal:       16384 kB\nMemFree: 1 kB\n"),
             Some(16 << 20)
         );
-        let per = session_memory_bytes(&SessionOptions::default());
+        let per = SessionOptions::default().memory_limit_bytes();
         assert!(per > 512 << 20, "{per}");
         assert!(default_max_sessions(&SessionOptions::default()) >= 1);
     }

@@ -189,7 +189,12 @@ fn endpoint_url(given: &str, what: &str) -> Result<reqwest::Url, CodebayError> {
     Ok(url)
 }
 
-fn timeout_of(ms: Option<f64>, what: &str, given: &str) -> Result<Duration, CodebayError> {
+/// A timeout option or variable in milliseconds, 1 to a day (RemoteSession's too).
+pub(crate) fn timeout_of(
+    ms: Option<f64>,
+    what: &str,
+    given: &str,
+) -> Result<Duration, CodebayError> {
     match ms {
         Some(ms) if (1.0..=86_400_000.0).contains(&ms) => Ok(Duration::from_millis(ms as u64)),
         _ => Err(range_error(format!(

@@ -7,7 +7,7 @@ use codebay_core::options::{check_keys, json_kind, range_error, type_error};
 use codebay_core::CodebayError;
 use serde_json::Value;
 
-use crate::agentbay::options::Environment;
+use crate::agentbay::options::{timeout_of, Environment};
 
 pub const API_KEY_VAR: &str = "CODEBAY_API_KEY";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -64,14 +64,7 @@ impl ConnectOptions {
         };
         let timeout = match map.get("timeoutMs") {
             None | Some(Value::Null) => DEFAULT_TIMEOUT,
-            Some(Value::Number(n)) => match n.as_f64() {
-                Some(ms) if (1.0..=86_400_000.0).contains(&ms) => Duration::from_millis(ms as u64),
-                _ => {
-                    return Err(range_error(format!(
-                        "timeoutMs must be a number of milliseconds from 1 to 86400000, got {n}"
-                    )))
-                }
-            },
+            Some(Value::Number(n)) => timeout_of(n.as_f64(), "timeoutMs", &n.to_string())?,
             Some(other) => {
                 return Err(type_error(format!(
                     "timeoutMs must be a number, got {}",
