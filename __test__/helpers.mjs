@@ -94,6 +94,23 @@ export function hostPids() {
   return fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n)).map(Number)
 }
 
+/**
+ * The host processes below `pid` (children, theirs, ...), each with its `comm` and the
+ * CPU it has used so far (utime + stime, in clock ticks).
+ */
+export function descendants(pid) {
+  const procs = new Map()
+  for (const p of hostPids()) {
+    try {
+      const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8')
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      procs.set(p, { pid: p, ppid: Number(fields[1]), comm: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')), ticks: Number(fields[11]) + Number(fields[12]) })
+    } catch { /* gone */ }
+  }
+  const below = (p) => { for (let q = procs.get(p)?.ppid; q > 1; q = procs.get(q)?.ppid) if (q === pid) return true; return false }
+  return [...procs.values()].filter((p) => below(p.pid))
+}
+
 /** True when a host process is pid 1 of its innermost pid namespace. */
 export function isNamespaceInit(pid) {
   return hostStatus(pid)?.NSpid?.split(/\s+/).at(-1) === '1'

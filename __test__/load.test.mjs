@@ -5,7 +5,7 @@ import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import { codebay, startServer } from './helpers.mjs'
+import { codebay, descendants, startServer } from './helpers.mjs'
 
 const { RemoteSession, LocalSession } = codebay
 const CLI = fileURLToPath(new URL('../bin/codebay.js', import.meta.url))
@@ -18,18 +18,7 @@ async function metric(server, name) {
 }
 
 /** The helper processes (`codebay-sandbox`) below this process. */
-function helpersOfThisProcess() {
-  const parents = new Map()
-  for (const p of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    try {
-      const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8')
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
-      parents.set(Number(p), { ppid, comm: fs.readFileSync(`/proc/${p}/comm`, 'utf8').trim() })
-    } catch {}
-  }
-  const below = (pid) => { for (let p = pid; p > 1; p = parents.get(p)?.ppid ?? 0) if (p === process.pid) return true; return false }
-  return [...parents].filter(([pid, { comm }]) => comm.startsWith('codebay-sandbo') && below(pid)).map(([pid]) => pid)
-}
+const helpersOfThisProcess = () => descendants(process.pid).filter((p) => p.comm.startsWith('codebay-sandbo')).map((p) => p.pid)
 
 function sessionCgroups(ids) {
   const left = []

@@ -11,6 +11,7 @@ import path from 'node:path'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js'
+import { cgroupDirs, descendants, hostAlive, hostStatus } from './helpers.mjs'
 
 const CLI = fileURLToPath(new URL('../bin/codebay.js', import.meta.url))
 const KEY = 'test-key-0123456789'
@@ -63,6 +64,14 @@ async function metric(base, name, key) {
   assert.equal(r.status, 200)
   const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(await r.text())
   return m ? Number(m[1]) : undefined
+}
+
+/** The nearest host process named codebay-sandbox above `pid`. */
+function helperAbove(pid) {
+  for (let p = Number(hostStatus(pid)?.PPid); p > 1; p = Number(hostStatus(p)?.PPid)) {
+    if (hostStatus(p)?.Name === 'codebay-sandbox') return p
+  }
+  return undefined
 }
 
 const INIT = JSON.stringify({
@@ -259,7 +268,11 @@ test('SIGTERM: the server closes every sandbox and exits 0 within a few seconds'
   const { code } = await server.stop()
   assert.equal(code, 0)
   assert.ok(Date.now() - started < 6000, `took ${Date.now() - started} ms`)
-  await spinning
+  // The run was stopped and answered before the streams closed.
+  const answer = await spinning
+  assert.ok(!(answer instanceof Error), `an answer, not ${answer}`)
+  assert.equal(answer.isError, true)
+  assert.equal(answer.json.error.name, 'AbortError', JSON.stringify(answer.json))
   await client.close().catch(() => {})
 })
 
@@ -315,4 +328,51 @@ test('ending the session (DELETE) mid-run stops the run and closes the sandbox',
   await until(async () => (await metric(server.base, 'codebay_sessions_open')) === 0, 'the sandbox to close', 8000)
   await client.close()
   await spinning
+})
+
+test('a client that disconnects mid-run: the run is stopped and, after the idle timeout, the sandbox reaped', async (t) => {
+  const server = await serve(['--idle-timeout', '3'])
+  t.after(() => server.stop())
+  // The client is a process of its own, killed mid-run: no DELETE and no cancel are
+  // sent, its connections just end.
+  const client = spawn(process.execPath, ['--input-type=module', '-e', `
+    import { Client } from '@modelcontextprotocol/sdk/client/index.js'
+    import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
+    const client = new Client({ name: 'vanishing', version: '1' })
+    await client.connect(new StreamableHTTPClientTransport(new URL(process.argv[1])))
+    await client.callTool({ name: 'run_code', arguments: { code: 'print("spinning", flush=True)\\nwhile True:\\n    pass', language: 'python', timeout_s: 120 } },
+      undefined, { timeout: 300_000, onprogress: () => console.log('spinning') })
+  `, server.url], { cwd: fileURLToPath(new URL('..', import.meta.url)), stdio: ['ignore', 'pipe', 'inherit'] })
+  t.after(() => client.kill('SIGKILL'))
+  await new Promise((resolve, reject) => {
+    client.stdout.on('data', (d) => { if (String(d).includes('spinning')) resolve() })
+    client.on('exit', (code) => reject(new Error(`the client exited ${code} before its run spun`)))
+  })
+  // The spinner, seen from the host: the server's busiest descendant; its session's
+  // helper, the nearest codebay-sandbox above it (the pool's are not that session's).
+  const busiest = () => descendants(server.proc.pid).sort((a, b) => b.ticks - a.ticks)[0]
+  const before = busiest().ticks
+  await new Promise((r) => setTimeout(r, 500))
+  const spinner = busiest()
+  assert.ok(spinner.ticks - before > 10, `a process spins (${spinner.comm}: ${spinner.ticks - before} ticks in 0.5 s)`)
+  const helper = helperAbove(spinner.pid)
+  assert.ok(helper, `a helper above the spinner (${spinner.comm})`)
+  const cgroup = /\/(cb-[^/\n]+)/.exec(fs.readFileSync(`/proc/${spinner.pid}/cgroup`, 'utf8'))[1]
+  assert.ok(cgroupDirs(cgroup).length > 0, `the session's cgroup ${cgroup} is there`)
+  client.kill('SIGKILL')
+
+  // Stopped: the run ends (well before its 120 s), interrupted, and the spinner spins no more.
+  await until(async () => (await metric(server.base, 'codebay_runs_total')) === 1, 'the run to end', 30_000)
+  const failures = await (await fetch(`${server.base}/metrics`)).text()
+  assert.match(failures, /^codebay_run_failures_total\{error="AbortError"\} 1$/m)
+  // Interrupted, not killed: the context (and its process) stays until the session goes.
+  const after = descendants(server.proc.pid).find((p) => p.pid === spinner.pid)
+  assert.ok(after, 'the interrupted context is still there')
+  await new Promise((r) => setTimeout(r, 500))
+  const later = descendants(server.proc.pid).find((p) => p.pid === spinner.pid)
+  assert.ok(later.ticks - after.ticks < 10, `the spinner stopped (${later.ticks - after.ticks} ticks in 0.5 s)`)
+  // Reaped: after the idle timeout the session closes, its helper and its cgroups go.
+  await until(async () => (await metric(server.base, 'codebay_sessions_open')) === 0, 'the idle session to be reaped', 30_000)
+  await until(() => !hostAlive(helper), `its helper ${helper} to exit`, 15_000)
+  await until(() => cgroupDirs(cgroup).length === 0, `its cgroup ${cgroup} to go`, 15_000)
 })

@@ -19,12 +19,19 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::activity::{watch, Activity, PostedRequest, RESUME_GRACE};
 use crate::handler::Handler;
 use crate::sessions::State;
 use crate::{SandboxFactory, ServeOptions};
 
 /// How long a stop waits for connections to finish before it drops them.
 const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// How long sent data may go unacknowledged before the kernel drops a connection.
+const UNACKED: Duration = Duration::from_secs(30);
+
+/// How long a stop waits for the answers of the runs it stopped to be sent.
+const ANSWER_GRACE: Duration = Duration::from_secs(2);
 
 /// How much of a body past the limit is read and dropped so that its client gets the 413.
 const DRAIN_CAP: usize = 64 * 1024 * 1024;
@@ -34,6 +41,7 @@ pub struct HttpServer {
     local_addr: SocketAddr,
     stop: CancellationToken,
     state: Arc<State>,
+    activity: Arc<Activity>,
     task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -55,9 +63,14 @@ impl HttpServer {
         self.state.max_sessions
     }
 
-    /// Stops accepting, stops every run, closes every sandbox, and resolves once the
-    /// listener is closed (within a few seconds). Idempotent.
+    /// Stops every run and sends its (interrupted) answer, stops accepting, closes
+    /// every sandbox, and resolves once the listener is closed (within a few
+    /// seconds). Idempotent.
     pub async fn shutdown(&self) {
+        // Before the streams are cut: a client gets its run's answer, not a stream
+        // that ends without one (which an SDK waits on until its request timeout).
+        self.state.stop_runs();
+        self.activity.settled(ANSWER_GRACE).await;
         self.stop.cancel();
         self.state.close_all().await;
         if let Some(mut task) = self.task.lock().await.take() {
@@ -117,14 +130,14 @@ pub async fn serve_http(
         config.with_allowed_hosts(options.allowed_hosts.clone())
     };
     let mut manager = LocalSessionManager::default();
-    manager.session_config.keep_alive = Some(options.idle_timeout);
+    // Idle sessions are reaped by `Activity`, which knows a run in flight is no idleness.
+    manager.session_config.keep_alive = None;
+    let manager = Arc::new(manager);
+    let activity = Activity::new(manager.clone(), options.idle_timeout, RESUME_GRACE);
+    tokio::spawn(activity.clone().reap(stop.clone()));
     let mcp = {
         let state = state.clone();
-        StreamableHttpService::new(
-            move || Ok(Handler::new(state.clone())),
-            Arc::new(manager),
-            config,
-        )
+        StreamableHttpService::new(move || Ok(Handler::new(state.clone())), manager, config)
     };
     let web = Web {
         state: state.clone(),
@@ -132,6 +145,7 @@ pub async fn serve_http(
     };
     let mcp = Router::new()
         .route_service("/mcp", mcp)
+        .layer(middleware::from_fn_with_state(activity.clone(), watch))
         .layer(middleware::from_fn_with_state(
             options.max_body,
             check_json_rpc,
@@ -146,11 +160,7 @@ pub async fn serve_http(
         .with_state(web);
     let until = stop.clone();
     let task = tokio::spawn(async move {
-        // Answers and notices are small writes: without TCP_NODELAY each waits for the
-        // peer's delayed ACK (40 ms on Linux) behind the one before it.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
+        let listener = axum::serve::ListenerExt::tap_io(listener, tune);
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(until.cancelled_owned())
             .await;
@@ -162,8 +172,19 @@ pub async fn serve_http(
         local_addr,
         stop,
         state,
+        activity,
         task: tokio::sync::Mutex::new(Some(task)),
     })
+}
+
+fn tune(tcp: &mut tokio::net::TcpStream) {
+    // Answers and notices are small writes: without TCP_NODELAY each waits for the
+    // peer's delayed ACK (40 ms on Linux) behind the one before it.
+    let _ = tcp.set_nodelay(true);
+    // A peer that vanished without a FIN (a partition, a host gone) leaves its SSE
+    // keep-alives unacknowledged: past UNACKED the kernel drops the connection, its
+    // answer streams drop, and `Activity` cancels their runs.
+    let _ = socket2::SockRef::from(&*tcp).set_tcp_user_timeout(Some(UNACKED));
 }
 
 /// Loopback origins on any port, the server's own address, and what was given.
@@ -246,7 +267,7 @@ async fn check_json_rpc(
     if request.method() != axum::http::Method::POST {
         return next.run(request).await;
     }
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let Some(bytes) = read_body(body, max_body).await else {
         return json_rpc_error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -257,12 +278,18 @@ async fn check_json_rpc(
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
         return json_rpc_error(StatusCode::BAD_REQUEST, -32700, format!("Parse error: {e}"));
     }
-    if let Err(e) = serde_json::from_slice::<rmcp::model::ClientJsonRpcMessage>(&bytes) {
-        return json_rpc_error(
-            StatusCode::BAD_REQUEST,
-            -32600,
-            format!("Invalid request: not a JSON-RPC message of MCP: {e}"),
-        );
+    match serde_json::from_slice::<rmcp::model::ClientJsonRpcMessage>(&bytes) {
+        Err(e) => {
+            return json_rpc_error(
+                StatusCode::BAD_REQUEST,
+                -32600,
+                format!("Invalid request: not a JSON-RPC message of MCP: {e}"),
+            )
+        }
+        Ok(rmcp::model::JsonRpcMessage::Request(posted)) => {
+            parts.extensions.insert(PostedRequest(posted.id));
+        }
+        Ok(_) => {}
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
@@ -300,6 +327,19 @@ fn same_key(given: &[u8], key: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_are_tuned() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut accepted, _) = listener.accept().await.unwrap();
+        tune(&mut accepted);
+        assert!(accepted.nodelay().unwrap());
+        let sock = socket2::SockRef::from(&accepted);
+        assert_eq!(sock.tcp_user_timeout().unwrap(), Some(UNACKED));
+    }
 
     #[test]
     fn keys_compare_whole() {

@@ -8,9 +8,12 @@
 //! - [`handler`]: the MCP handler: tools, runs with progress notifications, cancellation.
 //! - [`sessions`]: the sandboxes held, and `--max-sessions`.
 //! - [`http`]: Streamable HTTP at `/mcp`, `/healthz`, `/metrics`, auth and limits.
+//! - [`activity`]: each session's requests in flight: a client gone mid-run is a
+//!   cancel, and a session with nothing in flight for the idle timeout is closed.
 //! - [`metrics`]: the Prometheus text.
 //! - [`tools`]: the tool list and its JSON schemas.
 
+pub mod activity;
 pub mod handler;
 pub mod http;
 pub mod metrics;

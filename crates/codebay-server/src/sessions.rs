@@ -91,10 +91,15 @@ impl State {
         self.reserved.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Stops every run and closes every sandbox; sessions opened afterwards are refused.
-    pub async fn close_all(&self) {
+    /// Stops every run; sessions opened afterwards are refused.
+    pub fn stop_runs(&self) {
         self.closing.store(true, Ordering::SeqCst);
         self.shutdown.cancel();
+    }
+
+    /// Stops every run and closes every sandbox; sessions opened afterwards are refused.
+    pub async fn close_all(&self) {
+        self.stop_runs();
         let all: Vec<Arc<dyn Session>> = {
             let mut open = self.open.lock().expect("sessions lock");
             open.drain().map(|(_, s)| s).collect()
