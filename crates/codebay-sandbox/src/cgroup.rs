@@ -852,19 +852,7 @@ impl ContextCgroups {
             if listed.is_empty() {
                 return Ok(signalled.len() as u32);
             }
-            // In chunks: the pinned pidfds count against init's open-file limit.
-            for chunk in listed.chunks(64) {
-                let pinned: Vec<_> = chunk
-                    .iter()
-                    .filter_map(|&p| sys::pidfd_open(p).ok().map(|fd| (p, fd)))
-                    .collect();
-                let still = self.members(context, keep)?;
-                for (p, fd) in pinned {
-                    if still.contains(&p) && sys::pidfd_send_signal(&fd, libc::SIGKILL).is_ok() {
-                        signalled.insert(p);
-                    }
-                }
-            }
+            sys::kill_pinned(&listed, &mut signalled, || self.members(context, keep))?;
             // Killed processes stay listed until their exit completes; give them a moment.
             std::thread::sleep(Duration::from_millis(1));
         }

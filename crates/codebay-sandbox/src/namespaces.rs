@@ -4,7 +4,7 @@ use std::fs;
 
 use crate::id_range::{self, IdRange, SubordinateIds};
 use crate::kernel_check::{container_hint, Feature};
-use crate::SandboxError;
+use crate::{sys, SandboxError};
 
 /// First host id of the range a root supervisor maps into the sandbox; inside 0..65536
 /// lands on unprivileged host ids so neither inside-root nor `user` is host root.
@@ -68,20 +68,17 @@ pub fn clone_process(flags: libc::c_int) -> Result<libc::pid_t, SandboxError> {
 /// code fill root's. The effective ids are switched for the clone only (the saved ids
 /// stay 0, so the supervisor gets root back at once).
 pub fn clone_process_owned(flags: libc::c_int, owner: u32) -> Result<libc::pid_t, SandboxError> {
-    let set = |nr: libc::c_long, id: libc::c_long, what: &str| {
-        // SAFETY: setresgid/setresuid with -1 (unchanged) for real and saved ids.
-        if unsafe { libc::syscall(nr, -1 as libc::c_long, id, -1 as libc::c_long) } < 0 {
-            return Err(SandboxError::UserNamespace(format!(
-                "cannot switch the {what} to {id} to create the user namespace: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        Ok(())
+    let set = |set: fn(u32) -> std::io::Result<()>, id: u32, what: &str| {
+        set(id).map_err(|e| {
+            SandboxError::UserNamespace(format!(
+                "cannot switch the {what} to {id} to create the user namespace: {e}"
+            ))
+        })
     };
     // The group first, while the effective uid is still 0 (CAP_SETGID).
-    set(libc::SYS_setresgid, owner as libc::c_long, "effective gid")?;
-    if let Err(e) = set(libc::SYS_setresuid, owner as libc::c_long, "effective uid") {
-        let _ = set(libc::SYS_setresgid, 0, "effective gid");
+    set(sys::set_effective_gid, owner, "effective gid")?;
+    if let Err(e) = set(sys::set_effective_uid, owner, "effective uid") {
+        let _ = set(sys::set_effective_gid, 0, "effective gid");
         return Err(e);
     }
     let pid = clone_process(flags);
@@ -89,8 +86,8 @@ pub fn clone_process_owned(flags: libc::c_int, owner: u32) -> Result<libc::pid_t
         return pid; // the child keeps the owner's ids until init switches inside
     }
     // Back to root (the saved uid is 0), then the group (CAP_SETGID again).
-    set(libc::SYS_setresuid, 0, "effective uid")?;
-    set(libc::SYS_setresgid, 0, "effective gid")?;
+    set(sys::set_effective_uid, 0, "effective uid")?;
+    set(sys::set_effective_gid, 0, "effective gid")?;
     pid
 }
 
@@ -257,14 +254,8 @@ fn write_maps_as_owner(pid: libc::pid_t, maps: &IdMaps, owner: u32) -> Result<()
         ));
     }
     let switch = |uid: u32| {
-        // SAFETY: setresuid with -1 (unchanged) for the real and saved ids.
-        if unsafe { libc::setresuid(u32::MAX, uid, u32::MAX) } < 0 {
-            return Err(err(
-                format!("cannot switch the effective uid to {uid}"),
-                std::io::Error::last_os_error(),
-            ));
-        }
-        Ok(())
+        sys::set_effective_uid(uid)
+            .map_err(|e| err(format!("cannot switch the effective uid to {uid}"), e))
     };
     let open = |file: &str| {
         std::fs::OpenOptions::new()

@@ -90,13 +90,11 @@ impl ProcessContexts {
             if below.is_empty() {
                 break;
             }
-            kill_listed(&below, &mut signalled, |p| {
-                self.members(context, keep).is_ok_and(|m| m.contains(&p))
-            });
+            sys::kill_pinned(&below, &mut signalled, || self.members(context, keep))?;
             std::thread::sleep(Duration::from_millis(1));
         }
         if keep != Some(root) && sys::pidfd_open(root).is_ok() {
-            kill_listed(&[root], &mut signalled, |_| true);
+            sys::kill_pinned(&[root], &mut signalled, || self.members(context, keep))?;
             // Init ignores SIGCHLD, so the kernel reaps it; wait until it is gone.
             for _ in 0..2000 {
                 if !std::path::Path::new(&format!("/proc/{root}")).exists() {
@@ -111,26 +109,6 @@ impl ProcessContexts {
     pub fn remove(&self, context: &str) -> Result<(), SandboxError> {
         self.roots.borrow_mut().remove(context);
         Ok(())
-    }
-}
-
-/// Pins each pid with a pidfd and signals it only if `still(pid)` afterwards, so a
-/// number reused by a process elsewhere is never hit.
-fn kill_listed(
-    pids: &[libc::pid_t],
-    signalled: &mut BTreeSet<libc::pid_t>,
-    still: impl Fn(libc::pid_t) -> bool,
-) {
-    for chunk in pids.chunks(64) {
-        let pinned: Vec<_> = chunk
-            .iter()
-            .filter_map(|&p| sys::pidfd_open(p).ok().map(|fd| (p, fd)))
-            .collect();
-        for (p, fd) in pinned {
-            if still(p) && sys::pidfd_send_signal(&fd, libc::SIGKILL).is_ok() {
-                signalled.insert(p);
-            }
-        }
     }
 }
 

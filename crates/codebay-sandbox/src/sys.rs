@@ -442,6 +442,43 @@ pub fn pidfd_send_signal(pidfd: &OwnedFd, sig: libc::c_int) -> io::Result<()> {
     Ok(())
 }
 
+/// SIGKILLs those of `pids` that `still` lists when asked after they are pinned with
+/// pidfds: a number reused meanwhile by a process elsewhere is pinned, not listed, and
+/// never hit. In chunks: the pinned pidfds count against the open-file limit. The
+/// pids signalled are added to `signalled`.
+pub fn kill_pinned<E>(
+    pids: &[libc::pid_t],
+    signalled: &mut std::collections::BTreeSet<libc::pid_t>,
+    mut still: impl FnMut() -> Result<std::collections::BTreeSet<libc::pid_t>, E>,
+) -> Result<(), E> {
+    for chunk in pids.chunks(64) {
+        let pinned: Vec<_> = chunk
+            .iter()
+            .filter_map(|&p| pidfd_open(p).ok().map(|fd| (p, fd)))
+            .collect();
+        let listed = still()?;
+        for (p, fd) in pinned {
+            if listed.contains(&p) && pidfd_send_signal(&fd, libc::SIGKILL).is_ok() {
+                signalled.insert(p);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sets only the effective uid (the real and saved ids unchanged: a saved 0 gets root
+/// back).
+pub fn set_effective_uid(uid: u32) -> io::Result<()> {
+    // SAFETY: integer arguments; u32::MAX (-1) leaves the real and saved ids as they are.
+    check(unsafe { libc::setresuid(u32::MAX, uid, u32::MAX) }).map(drop)
+}
+
+/// Sets only the effective gid, as [`set_effective_uid`] the uid.
+pub fn set_effective_gid(gid: u32) -> io::Result<()> {
+    // SAFETY: integer arguments; u32::MAX (-1) leaves the real and saved ids as they are.
+    check(unsafe { libc::setresgid(u32::MAX, gid, u32::MAX) }).map(drop)
+}
+
 /// Waits for the child `pid` (any kind: `__WALL`), through EINTR; its wait status.
 pub fn wait_child(pid: libc::pid_t) -> libc::c_int {
     let mut status = 0;
