@@ -46,15 +46,27 @@ pub struct PostedRequest(pub RequestId);
 
 type SessionId = Arc<str>;
 
+/// One request in flight, as its guards and timers name it. The token is new at every
+/// `begin`: a client may reuse a JSON-RPC id, and what was armed for the old request
+/// must not act on the new one.
+#[derive(Clone)]
+struct Ticket {
+    session: SessionId,
+    request: RequestId,
+    token: u64,
+}
+
 /// A request in flight, until its answer stream ends or it is given up.
 struct InFlight {
+    token: u64,
     /// The number rmcp gives the request's answer stream (event ids `<index>/<n>`),
     /// once its first event is seen.
     stream: Option<u64>,
     /// Answer streams being read: the POST's, and those of GETs resuming it. A resume
     /// may arrive before the drop it mends is noticed, so this is a count.
     readers: usize,
-    /// Bumped at every resume: a grace timer started before it is void.
+    /// Bumped at every resume: a stream of an older one was replaced, and a grace
+    /// timer started before it is void.
     generation: u64,
 }
 
@@ -62,13 +74,19 @@ struct InFlight {
 struct Seen {
     last_used: Option<Instant>,
     in_flight: HashMap<RequestId, InFlight>,
+    /// Being closed by the reaper: new requests get the 404 of a session gone.
+    closing: bool,
 }
+
+/// The session is being closed.
+struct Closing;
 
 pub struct Activity {
     manager: Arc<LocalSessionManager>,
     idle_timeout: Duration,
     grace: Duration,
     sessions: Mutex<HashMap<SessionId, Seen>>,
+    next_token: std::sync::atomic::AtomicU64,
 }
 
 impl Activity {
@@ -82,6 +100,7 @@ impl Activity {
             idle_timeout,
             grace,
             sessions: Mutex::default(),
+            next_token: Default::default(),
         })
     }
 
@@ -89,116 +108,158 @@ impl Activity {
         self.sessions.lock().expect("activity lock")
     }
 
-    fn used(&self, session: &SessionId) {
-        self.sessions()
-            .entry(session.clone())
-            .or_default()
-            .last_used = Some(Instant::now());
-    }
-
-    fn begin(&self, session: &SessionId, request: RequestId) {
+    /// The session, marked used now, unless it is being closed.
+    fn use_session<T>(
+        &self,
+        session: &SessionId,
+        then: impl FnOnce(&mut Seen) -> T,
+    ) -> Result<T, Closing> {
         let mut sessions = self.sessions();
         let seen = sessions.entry(session.clone()).or_default();
+        if seen.closing {
+            return Err(Closing);
+        }
         seen.last_used = Some(Instant::now());
-        seen.in_flight.insert(
-            request,
-            InFlight {
-                stream: None,
-                readers: 0,
-                generation: 0,
-            },
-        );
+        Ok(then(seen))
     }
 
-    fn numbered(&self, session: &SessionId, request: &RequestId, stream: u64) {
-        if let Some(r) = self.entry(session, request).as_mut() {
-            r.stream = Some(stream);
-        }
-    }
-
-    fn end(&self, session: &SessionId, request: &RequestId) {
-        if let Some(seen) = self.sessions().get_mut(session) {
-            seen.in_flight.remove(request);
-            seen.last_used = Some(Instant::now());
-        }
-    }
-
-    fn entry(&self, session: &SessionId, request: &RequestId) -> InFlightGuard<'_> {
-        InFlightGuard {
-            sessions: self.sessions(),
-            session: session.clone(),
-            request: request.clone(),
-        }
-    }
-
-    /// A GET resuming stream `n`: the request it answers, whose grace timer is void.
-    fn resume(&self, session: &SessionId, n: u64) -> Option<RequestId> {
-        let mut sessions = self.sessions();
-        let seen = sessions.get_mut(session)?;
-        seen.last_used = Some(Instant::now());
-        let (request, r) = seen
-            .in_flight
-            .iter_mut()
-            .find(|(_, r)| r.stream == Some(n))?;
-        r.generation += 1;
-        Some(request.clone())
-    }
-
-    /// An answer stream of the request is being sent: the generation it belongs to.
-    fn attach(&self, session: &SessionId, request: &RequestId) -> u64 {
-        self.entry(session, request).as_mut().map_or(0, |r| {
-            r.readers += 1;
-            r.generation
+    fn begin(&self, session: &SessionId, request: RequestId) -> Result<Ticket, Closing> {
+        let token = self
+            .next_token
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.use_session(session, |seen| {
+            seen.in_flight.insert(
+                request.clone(),
+                InFlight {
+                    token,
+                    stream: None,
+                    readers: 0,
+                    generation: 0,
+                },
+            );
+            Ticket {
+                session: session.clone(),
+                request,
+                token,
+            }
         })
     }
 
-    /// An answer stream ended. The newest one ends after the answer; an older one,
-    /// when a resume took its place.
-    fn closed(self: &Arc<Self>, session: SessionId, request: RequestId, generation: u64) {
-        let superseded = self
-            .entry(&session, &request)
-            .as_mut()
-            .is_some_and(|r| r.generation != generation);
-        if superseded {
-            self.dropped(session, request, true);
+    /// A GET resuming stream `n`: the request it answers, whose older streams and
+    /// grace timer are void.
+    fn resume(&self, session: &SessionId, n: u64) -> Result<Option<Ticket>, Closing> {
+        self.use_session(session, |seen| {
+            let (request, r) = seen
+                .in_flight
+                .iter_mut()
+                .find(|(_, r)| r.stream == Some(n))?;
+            r.generation += 1;
+            Some(Ticket {
+                session: session.clone(),
+                request: request.clone(),
+                token: r.token,
+            })
+        })
+    }
+
+    /// Runs `then` on the ticket's request if it is still the one in flight.
+    fn with<T>(&self, ticket: &Ticket, then: impl FnOnce(&mut Seen) -> Option<T>) -> Option<T> {
+        let mut sessions = self.sessions();
+        let seen = sessions.get_mut(&ticket.session)?;
+        if seen.in_flight.get(&ticket.request)?.token != ticket.token {
+            return None;
+        }
+        then(seen)
+    }
+
+    fn request<'a>(seen: &'a mut Seen, ticket: &Ticket) -> &'a mut InFlight {
+        seen.in_flight
+            .get_mut(&ticket.request)
+            .expect("checked by with()")
+    }
+
+    /// An answer stream of the request is being sent: the generation it belongs to.
+    fn attach(&self, ticket: &Ticket) -> Option<u64> {
+        self.with(ticket, |seen| {
+            let r = Self::request(seen, ticket);
+            r.readers += 1;
+            Some(r.generation)
+        })
+    }
+
+    fn numbered(&self, ticket: &Ticket, stream: u64) {
+        self.with(ticket, |seen| {
+            Self::request(seen, ticket).stream = Some(stream);
+            Some(())
+        });
+    }
+
+    /// The request is over: answered, or given up.
+    fn end(&self, ticket: &Ticket) -> bool {
+        self.with(ticket, |seen| {
+            seen.in_flight.remove(&ticket.request);
+            seen.last_used = Some(Instant::now());
+            Some(())
+        })
+        .is_some()
+    }
+
+    /// An answer stream ended after `yielded` events. The newest one ends after the
+    /// answer. An older one ends when a resume took its place; a resume's that sent
+    /// nothing was refused by rmcp (which answers a resume it cannot serve with an
+    /// empty stream): either leaves the request with one stream fewer.
+    fn closed(self: &Arc<Self>, ticket: &Ticket, generation: u64, resume: bool, yielded: bool) {
+        let newest = self
+            .with(ticket, |seen| {
+                Some(Self::request(seen, ticket).generation == generation)
+            })
+            .unwrap_or(false);
+        let refused = resume && !yielded;
+        if newest && !refused {
+            self.end(ticket);
         } else {
-            self.end(&session, &request);
+            self.dropped(ticket, true);
         }
     }
 
-    /// An answer stream of the request was dropped unfinished (`was_read`), or a
-    /// resume of it was refused. With no stream left, unless one is resumed within
-    /// the grace, the request is given up and cancelled. One never numbered (its
-    /// priming event not sent) cannot be resumed.
-    fn dropped(self: &Arc<Self>, session: SessionId, request: RequestId, was_read: bool) {
-        let generation = {
-            let mut guard = self.entry(&session, &request);
-            let Some(r) = guard.as_mut() else { return };
+    /// An answer stream of the request was dropped unfinished (`was_read`: after
+    /// it was attached), or its HTTP request went before it was answered. With no
+    /// stream left, unless one is resumed within the grace, the request is given up
+    /// and cancelled. One never numbered (its priming event not sent) cannot be
+    /// resumed, and is cancelled at once.
+    fn dropped(self: &Arc<Self>, ticket: &Ticket, was_read: bool) {
+        let waiting = self.with(ticket, |seen| {
+            let r = Self::request(seen, ticket);
             if was_read {
                 r.readers = r.readers.saturating_sub(1);
             }
-            if r.readers > 0 {
-                return;
-            }
-            r.stream.map(|_| r.generation)
-        };
+            (r.readers == 0).then(|| r.stream.map(|_| r.generation))
+        });
+        let Some(generation) = waiting else { return };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let me = self.clone();
+        let (me, ticket) = (self.clone(), ticket.clone());
         runtime.spawn(async move {
-            if let Some(generation) = generation {
+            if generation.is_some() {
                 tokio::time::sleep(me.grace).await;
-                let resumed = me
-                    .entry(&session, &request)
-                    .as_mut()
-                    .is_none_or(|r| r.readers > 0 || r.generation != generation);
-                if resumed {
-                    return;
-                }
             }
-            me.end(&session, &request);
-            me.cancel(&session, request).await;
+            // Checked and taken out under one lock: a resume is either before (and
+            // keeps it) or after (and finds it gone).
+            let given_up = me
+                .with(&ticket, |seen| {
+                    let r = Self::request(seen, &ticket);
+                    if r.readers > 0 || generation.is_some_and(|g| g != r.generation) {
+                        return None;
+                    }
+                    seen.in_flight.remove(&ticket.request);
+                    seen.last_used = Some(Instant::now());
+                    Some(())
+                })
+                .is_some();
+            if given_up {
+                me.cancel(&ticket.session, ticket.request).await;
+            }
         });
     }
 
@@ -239,27 +300,26 @@ impl Activity {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            // Taken out under the lock that checked them: a request that begins
-            // after this finds its session closing, none is closed under one.
-            let idle: Vec<SessionId> = {
-                let mut sessions = self.sessions();
-                let idle: Vec<SessionId> = sessions
-                    .iter()
-                    .filter(|(_, seen)| {
-                        seen.in_flight.is_empty()
-                            && seen
-                                .last_used
-                                .is_some_and(|t| t.elapsed() >= self.idle_timeout)
-                    })
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                for id in &idle {
-                    sessions.remove(id);
-                }
-                idle
-            };
+            // Marked under the lock that checked them: a request that comes while one
+            // is closed is refused, never taken in to be cut off.
+            let idle: Vec<SessionId> = self
+                .sessions()
+                .iter_mut()
+                .filter(|(_, seen)| {
+                    !seen.closing
+                        && seen.in_flight.is_empty()
+                        && seen
+                            .last_used
+                            .is_some_and(|t| t.elapsed() >= self.idle_timeout)
+                })
+                .map(|(id, seen)| {
+                    seen.closing = true;
+                    id.clone()
+                })
+                .collect();
             for id in idle {
                 let _ = self.manager.close_session(&id).await;
+                self.sessions().remove(&id);
             }
             // Sessions that ended otherwise (DELETE, a failed start) are forgotten.
             let known: Vec<SessionId> = self.sessions().keys().cloned().collect();
@@ -269,22 +329,6 @@ impl Activity {
                 }
             }
         }
-    }
-}
-
-/// One request's entry, looked up under the lock.
-struct InFlightGuard<'a> {
-    sessions: MutexGuard<'a, HashMap<SessionId, Seen>>,
-    session: SessionId,
-    request: RequestId,
-}
-
-impl InFlightGuard<'_> {
-    fn as_mut(&mut self) -> Option<&mut InFlight> {
-        self.sessions
-            .get_mut(&self.session)?
-            .in_flight
-            .get_mut(&self.request)
     }
 }
 
@@ -306,6 +350,14 @@ fn stream_of_sse(chunk: &[u8]) -> Option<u64> {
         .and_then(stream_of_event_id)
 }
 
+/// The answer rmcp gives a request for a session it does not have.
+fn session_gone() -> Response {
+    Response::builder()
+        .status(axum::http::StatusCode::NOT_FOUND)
+        .body(Body::from("Not Found: Session not found"))
+        .expect("a valid response")
+}
+
 /// Sees every `/mcp` request: the session an `initialize` made, each use of a
 /// session, and the answer streams of its requests (a POST's, and a GET's that
 /// resumes one).
@@ -315,79 +367,79 @@ pub async fn watch(
     next: Next,
 ) -> Response {
     let session: Option<SessionId> = header_of(request.headers(), HEADER_SESSION_ID).map(Arc::from);
-    let method = request.method().clone();
-    let answering = match (&method, &session) {
-        (&Method::POST, Some(session)) => {
-            let posted = request.extensions().get::<PostedRequest>().cloned();
-            match posted {
-                Some(PostedRequest(id)) => {
-                    activity.begin(session, id.clone());
-                    Some(id)
-                }
-                None => {
-                    activity.used(session);
-                    None
-                }
+    let is_post = request.method() == Method::POST;
+    let answering = match &session {
+        None => Ok(None),
+        Some(session) if is_post => match request.extensions().get::<PostedRequest>() {
+            Some(PostedRequest(id)) => activity.begin(session, id.clone()).map(Some),
+            None => activity.use_session(session, |_| None),
+        },
+        Some(session) => {
+            match header_of(request.headers(), HEADER_LAST_EVENT_ID).and_then(stream_of_event_id) {
+                Some(n) => activity.resume(session, n),
+                None => activity.use_session(session, |_| None),
             }
         }
-        (_, Some(session)) => {
-            let resumed = header_of(request.headers(), HEADER_LAST_EVENT_ID)
-                .and_then(stream_of_event_id)
-                .and_then(|n| activity.resume(session, n));
-            if resumed.is_none() {
-                activity.used(session);
-            }
-            resumed
-        }
-        (_, None) => None,
     };
+    let Ok(answering) = answering else {
+        return session_gone();
+    };
+    // Armed before rmcp answers: a client gone before the answer's headers drops this
+    // future, and the guard with it.
+    let guard = answering.map(|ticket| AnswerGuard {
+        activity: activity.clone(),
+        ticket,
+        generation: None,
+        resume: !is_post,
+        done: false,
+    });
     let response = next.run(request).await;
-    let Some(session) = session else {
+    if session.is_none() {
         // The answer to an `initialize` names the session it made.
         if let Some(made) = header_of(response.headers(), HEADER_SESSION_ID) {
-            activity.used(&Arc::from(made));
+            let _ = activity.use_session(&Arc::from(made), |_| ());
         }
         return response;
-    };
-    let Some(request) = answering else {
+    }
+    let Some(mut guard) = guard else {
         return response;
     };
     let streaming = response.status().is_success()
         && header_of(response.headers(), header::CONTENT_TYPE.as_str())
             .is_some_and(|t| t.starts_with("text/event-stream"));
     if !streaming {
-        if method == Method::POST {
+        if is_post {
             // Answered whole (JSON, or refused): nothing is in flight.
-            activity.end(&session, &request);
-        } else {
-            // A resume refused: the request may have no stream left.
-            activity.dropped(session, request, false);
+            guard.done = true;
+            activity.end(&guard.ticket);
         }
+        // A resume refused: dropping the guard says the request has no new stream.
         return response;
     }
-    let generation = activity.attach(&session, &request);
-    let guard = AnswerGuard {
-        activity,
-        session,
-        request,
-        generation,
-        done: false,
-    };
+    match activity.attach(&guard.ticket) {
+        Some(generation) => guard.generation = Some(generation),
+        // Over already (given up, or its id reused): nothing to watch.
+        None => guard.done = true,
+    }
     response.map(|body| {
         Body::from_stream(Watched {
             inner: body.into_data_stream(),
             guard,
             numbered: false,
+            yielded: false,
         })
     })
 }
 
-/// Drops as the answer's body drops: unfinished, it reports the stream dropped.
+/// Drops with the request's future or with its answer's body: unfinished, it
+/// reports the stream dropped.
 struct AnswerGuard {
     activity: Arc<Activity>,
-    session: SessionId,
-    request: RequestId,
-    generation: u64,
+    ticket: Ticket,
+    /// Set once the answer stream is attached.
+    generation: Option<u64>,
+    /// A GET resuming the request's stream, not the POST that asked it.
+    resume: bool,
     done: bool,
 }
 
@@ -395,7 +447,7 @@ impl Drop for AnswerGuard {
     fn drop(&mut self) {
         if !self.done {
             self.activity
-                .dropped(self.session.clone(), self.request.clone(), true);
+                .dropped(&self.ticket, self.generation.is_some());
         }
     }
 }
@@ -404,6 +456,7 @@ struct Watched {
     inner: BodyDataStream,
     guard: AnswerGuard,
     numbered: bool,
+    yielded: bool,
 }
 
 impl Stream for Watched {
@@ -414,19 +467,22 @@ impl Stream for Watched {
         let polled = Pin::new(&mut me.inner).poll_next(cx);
         let guard = &mut me.guard;
         match &polled {
-            Poll::Ready(Some(Ok(chunk))) if !me.numbered => {
-                if let Some(n) = stream_of_sse(chunk) {
-                    guard.activity.numbered(&guard.session, &guard.request, n);
-                    me.numbered = true;
+            Poll::Ready(Some(Ok(chunk))) => {
+                me.yielded = true;
+                if !me.numbered {
+                    if let Some(n) = stream_of_sse(chunk) {
+                        guard.activity.numbered(&guard.ticket, n);
+                        me.numbered = true;
+                    }
                 }
             }
             Poll::Ready(None) if !guard.done => {
                 guard.done = true;
-                guard.activity.closed(
-                    guard.session.clone(),
-                    guard.request.clone(),
-                    guard.generation,
-                );
+                if let Some(generation) = guard.generation {
+                    guard
+                        .activity
+                        .closed(&guard.ticket, generation, guard.resume, me.yielded);
+                }
             }
             _ => {}
         }

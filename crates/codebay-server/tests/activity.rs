@@ -1,6 +1,7 @@
 //! A client that disconnects mid-run, over raw TCP against a fake sandbox whose
 //! `block-*` runs last until cancelled: a run is stopped unless the client resumes its
-//! stream within the grace (before or after the server noticed the drop), and the
+//! stream within the grace (before or after the server noticed the drop; a resume
+//! rmcp refuses does not count), and the
 //! session goes on serving. A run in flight keeps its session from the idle reaper;
 //! once nothing is in flight, it is reaped.
 
@@ -225,7 +226,7 @@ async fn a_dropped_run_is_cancelled_unless_resumed_and_a_run_keeps_its_session()
     let client = start_session(&server, runs.clone()).await;
     let past_grace = RESUME_GRACE + Duration::from_secs(2);
 
-    // In one session at once: three runs, three ways of losing a stream.
+    // In one session at once: four runs, four ways of losing a stream.
     let dropped = {
         let client = client.clone();
         async move {
@@ -289,6 +290,38 @@ async fn a_dropped_run_is_cancelled_unless_resumed_and_a_run_keeps_its_session()
             );
         }
     };
+    let refused = {
+        let client = client.clone();
+        let server = &server;
+        async move {
+            // Dropped, then a resume rmcp cannot serve (it answers an empty stream): the
+            // run is cancelled after the grace all the same, by the timer.
+            let (stream, from) = client.start(7, "block-refused").await;
+            drop(stream);
+            let stream = from.split_once('/').expect("index/stream").1;
+            let mut refused = open(
+                client.addr,
+                request(
+                    "GET",
+                    Some(&client.session),
+                    &format!("Last-Event-Id: x/{stream}\r\n"),
+                    "",
+                ),
+            )
+            .await;
+            let empty = read_until(&mut refused, "\r\n0\r\n\r\n").await;
+            assert!(empty.starts_with("HTTP/1.1 200"), "{empty}");
+            until("block-refused to be cancelled", || {
+                client.runs.cancelled("block-refused")
+            })
+            .await;
+            assert_eq!(
+                server.sessions_open(),
+                1,
+                "cancelled while its session is open"
+            );
+        }
+    };
     let idle_check = async {
         // Nothing was answered for longer than the idle timeout, but runs were in flight.
         until("the blocking runs to start", || {
@@ -298,7 +331,7 @@ async fn a_dropped_run_is_cancelled_unless_resumed_and_a_run_keeps_its_session()
         tokio::time::sleep(past_grace).await;
         assert_eq!(server.sessions_open(), 1, "a run in flight is no idleness");
     };
-    tokio::join!(dropped, resumed, superseded, idle_check);
+    tokio::join!(dropped, resumed, superseded, refused, idle_check);
 
     until("the idle session to be reaped", || {
         server.sessions_open() == 0
