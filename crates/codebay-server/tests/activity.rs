@@ -160,17 +160,14 @@ impl Client {
         (stream, stream_id(&primed))
     }
 
+    /// A GET resuming from event `from`, sent.
+    async fn get_from(&self, from: &str) -> TcpStream {
+        let resume = format!("Last-Event-Id: {from}\r\n");
+        open(self.addr, request("GET", Some(&self.session), &resume, "")).await
+    }
+
     async fn resume(&self, from: &str) -> TcpStream {
-        let mut stream = open(
-            self.addr,
-            request(
-                "GET",
-                Some(&self.session),
-                &format!("Last-Event-Id: {from}\r\n"),
-                "",
-            ),
-        )
-        .await;
+        let mut stream = self.get_from(from).await;
         read_until(&mut stream, "HTTP/1.1 200").await;
         stream
     }
@@ -299,16 +296,7 @@ async fn a_dropped_run_is_cancelled_unless_resumed_and_a_run_keeps_its_session()
             let (stream, from) = client.start(7, "block-refused").await;
             drop(stream);
             let stream = from.split_once('/').expect("index/stream").1;
-            let mut refused = open(
-                client.addr,
-                request(
-                    "GET",
-                    Some(&client.session),
-                    &format!("Last-Event-Id: x/{stream}\r\n"),
-                    "",
-                ),
-            )
-            .await;
+            let mut refused = client.get_from(&format!("x/{stream}")).await;
             let empty = read_until(&mut refused, "\r\n0\r\n\r\n").await;
             assert!(empty.starts_with("HTTP/1.1 200"), "{empty}");
             until("block-refused to be cancelled", || {
