@@ -355,15 +355,14 @@ fn namespace_probe(uid: u32) -> Result<(), NsFailure> {
     let result = in_child(move || {
         let u = |m: String| format!("U{m}");
         if uid == 0 {
-            // SAFETY: setresgid/setresuid with -1 for the ids kept; prctl takes integers.
-            unsafe {
-                let id = HOST_ID_BASE as libc::c_long;
-                let i = |m: String| format!("I{m}");
-                syscall_ok(libc::syscall(libc::SYS_setresgid, -1 as libc::c_long, id, -1 as libc::c_long), &format!("cannot switch the effective gid to {HOST_ID_BASE} (as the helper does to create the user namespace)")).map_err(i)?;
-                syscall_ok(libc::syscall(libc::SYS_setresuid, -1 as libc::c_long, id, -1 as libc::c_long), &format!("cannot switch the effective uid to {HOST_ID_BASE} (as the helper does to create the user namespace)")).map_err(i)?;
-                // A changed euid makes the process undumpable, and its /proc/self root's.
-                libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
-            }
+            let i = |e: std::io::Error, what: &str| {
+                format!("Icannot switch the effective {what} to {HOST_ID_BASE} (as the helper does to create the user namespace): {e}")
+            };
+            sys::set_effective_gid(HOST_ID_BASE).map_err(|e| i(e, "gid"))?;
+            sys::set_effective_uid(HOST_ID_BASE).map_err(|e| i(e, "uid"))?;
+            // A changed euid makes the process undumpable, and its /proc/self root's.
+            // SAFETY: prctl takes integers.
+            unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
         }
         // Read before the unshare: inside, until mapped, every id is the overflow id.
         // SAFETY: geteuid/getegid have no preconditions.
@@ -402,47 +401,17 @@ fn namespace_probe(uid: u32) -> Result<(), NsFailure> {
         })?;
         // The first child in the new pid namespace is its pid 1, as init is.
         in_child(|| {
-            // SAFETY: mount(2) with valid NUL-terminated strings (sys::mount builds them).
-            sys::mount(
-                None,
-                Path::new("/"),
-                None,
-                libc::MS_REC | libc::MS_PRIVATE,
-                None,
-            )
-            .map_err(|e| format!("cannot make / private in a new mount namespace: {e}"))?;
-            sys::mount(
-                Some("tmpfs"),
+            let step = |e: SandboxError| e.to_string();
+            crate::mounts::make_root_private().map_err(step)?;
+            crate::mounts::tmpfs(
                 Path::new("/tmp"),
-                Some("tmpfs"),
                 libc::MS_NOSUID | libc::MS_NODEV,
-                Some("size=1m"),
+                "size=1m",
             )
-            .map_err(|e| format!("cannot mount a tmpfs in a new mount namespace: {e}"))?;
-            sys::mount(
-                Some("proc"),
-                Path::new("/proc"),
-                Some("proc"),
-                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                Some("hidepid=2"),
-            )
-            .map_err(|e| {
-                format!("cannot mount a fresh /proc in new pid and mount namespaces: {e}")
-            })?;
+            .map_err(step)?;
+            crate::mounts::fresh_proc(Path::new("/proc")).map_err(step)?;
             // Into the tmpfs, as init pivots into the sandbox's root.
-            std::env::set_current_dir("/tmp")
-                .map_err(|e| format!("cannot enter the tmpfs: {e}"))?;
-            let dot = sys::cstring(".").expect("no NUL");
-            // SAFETY: both arguments are the NUL-terminated string ".".
-            syscall_ok(
-                unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) },
-                "pivot_root into a tmpfs",
-            )?;
-            // SAFETY: dot is NUL-terminated.
-            syscall_ok(
-                unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) } as libc::c_long,
-                "cannot detach the old root",
-            )
+            crate::mounts::pivot_into(Path::new("/tmp")).map_err(step)
         })
         .map_err(m)
     });

@@ -239,7 +239,7 @@ fn mkdirs(p: &Path) -> Result<(), SandboxError> {
         .map_err(|e| m_err(format!("cannot create {}", p.display()), e))
 }
 
-fn tmpfs(target: &Path, flags: libc::c_ulong, data: &str) -> Result<(), SandboxError> {
+pub fn tmpfs(target: &Path, flags: libc::c_ulong, data: &str) -> Result<(), SandboxError> {
     sys::mount(Some("tmpfs"), target, Some("tmpfs"), flags, Some(data)).map_err(|e| {
         m_err(
             format!("cannot mount a tmpfs ({data}) on {}", target.display()),
@@ -248,10 +248,8 @@ fn tmpfs(target: &Path, flags: libc::c_ulong, data: &str) -> Result<(), SandboxE
     })
 }
 
-/// Init side: runs in the new mount namespace with full capabilities of the new user
-/// namespace, before pivot_root.
-pub fn setup(plan: &MountPlan) -> Result<(), SandboxError> {
-    // Nothing we mount may propagate back to the host.
+/// Nothing mounted in this mount namespace may propagate back to the host.
+pub fn make_root_private() -> Result<(), SandboxError> {
     sys::mount(
         None,
         Path::new("/"),
@@ -259,7 +257,35 @@ pub fn setup(plan: &MountPlan) -> Result<(), SandboxError> {
         libc::MS_REC | libc::MS_PRIVATE,
         None,
     )
-    .map_err(|e| m_err("cannot make / private".into(), e))?;
+    .map_err(|e| m_err("cannot make / private".into(), e))
+}
+
+/// A fresh /proc at `target`, as the sandbox has it.
+/// It must be mounted while the host's /proc is still visible in this mount
+/// namespace: the kernel refuses a new proc mount in a user namespace otherwise.
+/// hidepid=2: a process sees only the processes it may ptrace, so user code never sees
+/// init (inside-root), whose cmdline, status and maps name host paths such as the
+/// helper binary; init itself holds CAP_SYS_PTRACE here and still sees every process.
+pub fn fresh_proc(target: &Path) -> Result<(), SandboxError> {
+    sys::mount(
+        Some("proc"),
+        target,
+        Some("proc"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        Some("hidepid=2"),
+    )
+    .map_err(|e| {
+        SandboxError::Proc(format!(
+            "cannot mount a fresh /proc: {e}{}",
+            refused_hint(&e)
+        ))
+    })
+}
+
+/// Init side: runs in the new mount namespace with full capabilities of the new user
+/// namespace, before pivot_root.
+pub fn setup(plan: &MountPlan) -> Result<(), SandboxError> {
+    make_root_private()?;
 
     // Path sources must be opened before the assembly point covers them.
     let mut path_fds: Vec<Option<OwnedFd>> = Vec::with_capacity(plan.binds.len());
@@ -380,26 +406,9 @@ pub fn setup(plan: &MountPlan) -> Result<(), SandboxError> {
             .map_err(|e| m_err(format!("cannot write /etc/{name}"), e))?;
     }
 
-    // proc must be mounted while the host's /proc is still visible in this mount
-    // namespace: the kernel refuses a new proc mount in a user namespace otherwise.
-    // hidepid=2: a process sees only the processes it may ptrace, so user code never sees
-    // init (inside-root), whose cmdline, status and maps name host paths such as the
-    // helper binary; init itself holds CAP_SYS_PTRACE here and still sees every process.
-    sys::mount(
-        Some("proc"),
-        &inside(Path::new("/proc")),
-        Some("proc"),
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        Some("hidepid=2"),
-    )
-    .map_err(|e| {
-        SandboxError::Proc(format!(
-            "cannot mount a fresh /proc: {e}{}",
-            refused_hint(&e)
-        ))
-    })?;
+    fresh_proc(&inside(Path::new("/proc")))?;
 
-    pivot_root()?;
+    pivot_into(Path::new(ASSEMBLY_POINT))?;
 
     sys::mount_setattr(
         libc::AT_FDCWD,
@@ -413,9 +422,10 @@ pub fn setup(plan: &MountPlan) -> Result<(), SandboxError> {
     Ok(())
 }
 
-fn pivot_root() -> Result<(), SandboxError> {
+/// Makes `root` the root of this mount namespace, with nothing of the old one in view.
+pub fn pivot_into(root: &Path) -> Result<(), SandboxError> {
     let err = |what: &str, e: io::Error| SandboxError::PivotRoot(format!("{what}: {e}"));
-    std::env::set_current_dir(ASSEMBLY_POINT).map_err(|e| err("cannot enter the new root", e))?;
+    std::env::set_current_dir(root).map_err(|e| err("cannot enter the new root", e))?;
     let dot = sys::cstring(".").expect("no NUL");
     // SAFETY: both arguments are the NUL-terminated string ".". pivot_root(".", ".")
     // stacks the old root on top of the new one, so no put_old directory is needed.
