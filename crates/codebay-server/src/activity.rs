@@ -78,8 +78,13 @@ struct Seen {
     closing: bool,
 }
 
-/// The session is being closed.
-struct Closing;
+/// Why a request is not taken in.
+enum Refused {
+    /// The session is being closed.
+    Closing,
+    /// A request of the session with this JSON-RPC id is still in flight.
+    DuplicateId(RequestId),
+}
 
 pub struct Activity {
     manager: Arc<LocalSessionManager>,
@@ -113,21 +118,24 @@ impl Activity {
         &self,
         session: &SessionId,
         then: impl FnOnce(&mut Seen) -> T,
-    ) -> Result<T, Closing> {
+    ) -> Result<T, Refused> {
         let mut sessions = self.sessions();
         let seen = sessions.entry(session.clone()).or_default();
         if seen.closing {
-            return Err(Closing);
+            return Err(Refused::Closing);
         }
         seen.last_used = Some(Instant::now());
         Ok(then(seen))
     }
 
-    fn begin(&self, session: &SessionId, request: RequestId) -> Result<Ticket, Closing> {
+    fn begin(&self, session: &SessionId, request: RequestId) -> Result<Ticket, Refused> {
         let token = self
             .next_token
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.use_session(session, |seen| {
+            if seen.in_flight.contains_key(&request) {
+                return Err(Refused::DuplicateId(request));
+            }
             seen.in_flight.insert(
                 request.clone(),
                 InFlight {
@@ -137,17 +145,17 @@ impl Activity {
                     generation: 0,
                 },
             );
-            Ticket {
+            Ok(Ticket {
                 session: session.clone(),
                 request,
                 token,
-            }
-        })
+            })
+        })?
     }
 
     /// A GET resuming stream `n`: the request it answers, whose older streams and
     /// grace timer are void.
-    fn resume(&self, session: &SessionId, n: u64) -> Result<Option<Ticket>, Closing> {
+    fn resume(&self, session: &SessionId, n: u64) -> Result<Option<Ticket>, Refused> {
         self.use_session(session, |seen| {
             let (request, r) = seen
                 .in_flight
@@ -358,6 +366,24 @@ fn session_gone() -> Response {
         .expect("a valid response")
 }
 
+/// JSON-RPC ids must be unique among a session's requests in flight: a second one
+/// would get no answer of its own.
+fn duplicate_id(id: RequestId) -> Response {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": {
+            "code": -32600,
+            "message": format!("Invalid request: a request with id {id} is still in flight in this session"),
+        },
+    });
+    Response::builder()
+        .status(axum::http::StatusCode::BAD_REQUEST)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("a valid response")
+}
+
 /// Sees every `/mcp` request: the session an `initialize` made, each use of a
 /// session, and the answer streams of its requests (a POST's, and a GET's that
 /// resumes one).
@@ -381,8 +407,10 @@ pub async fn watch(
             }
         }
     };
-    let Ok(answering) = answering else {
-        return session_gone();
+    let answering = match answering {
+        Ok(answering) => answering,
+        Err(Refused::Closing) => return session_gone(),
+        Err(Refused::DuplicateId(id)) => return duplicate_id(id),
     };
     // Armed before rmcp answers: a client gone before the answer's headers drops this
     // future, and the guard with it.

@@ -1,6 +1,7 @@
 //! The MCP handler of one session: its tools over the session's sandbox.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,10 +75,20 @@ impl Handler {
         let (sink, notices) = match context.meta.get_progress_token() {
             Some(token) => {
                 let (tx, rx) = mpsc::unbounded_channel();
-                let sink: Arc<dyn OutputSink> = Arc::new(NoticeSink(tx));
+                let unsent = Arc::new(AtomicUsize::new(0));
+                let sink: Arc<dyn OutputSink> = Arc::new(NoticeSink {
+                    tx,
+                    unsent: unsent.clone(),
+                    behind: AtomicBool::new(false),
+                });
                 (
                     Some(sink),
-                    Some(tokio::spawn(forward(context.peer.clone(), token, rx))),
+                    Some(tokio::spawn(forward(
+                        context.peer.clone(),
+                        token,
+                        rx,
+                        unsent,
+                    ))),
                 )
             }
             None => (None, None),
@@ -200,17 +211,25 @@ impl Drop for CancelOnDrop {
 }
 
 /// Sends each notice as `notifications/progress`, in order, numbered 1, 2, 3...
+/// The notices of one run not yet sent, in bytes, past which more are not streamed. A
+/// client that does not read its stream would otherwise have the server hold all its
+/// output twice (the run's answer holds all of it anyway).
+const UNSENT_NOTICE_BYTES: usize = 4 * 1024 * 1024;
+
 async fn forward(
     peer: Peer<RoleServer>,
     token: ProgressToken,
-    mut notices: mpsc::UnboundedReceiver<OutputNotice>,
+    mut notices: mpsc::UnboundedReceiver<String>,
+    unsent: Arc<AtomicUsize>,
 ) -> u64 {
     let mut n = 0u64;
     while let Some(notice) = notices.recv().await {
         n += 1;
-        let param =
-            ProgressNotificationParam::new(token.clone(), n as f64).with_message(notice.to_json());
-        if peer.notify_progress(param).await.is_err() {
+        let size = notice.len();
+        let param = ProgressNotificationParam::new(token.clone(), n as f64).with_message(notice);
+        let sent = peer.notify_progress(param).await;
+        unsent.fetch_sub(size, Ordering::SeqCst);
+        if sent.is_err() {
             // The client is gone; the run's answer will not reach it either.
             return n;
         }
@@ -218,29 +237,56 @@ async fn forward(
     n
 }
 
-struct NoticeSink(mpsc::UnboundedSender<OutputNotice>);
+/// Streams a run's output as notices while the client keeps up; once it falls
+/// behind, no more (what it got is a prefix of the output, never one with holes).
+struct NoticeSink {
+    tx: mpsc::UnboundedSender<String>,
+    unsent: Arc<AtomicUsize>,
+    behind: AtomicBool,
+}
+
+impl NoticeSink {
+    fn send(&self, notice: OutputNotice) {
+        if self.behind.load(Ordering::SeqCst) {
+            return;
+        }
+        let json = notice.to_json();
+        let size = json.len();
+        let within = self
+            .unsent
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n + size <= UNSENT_NOTICE_BYTES).then_some(n + size)
+            })
+            .is_ok();
+        if !within {
+            self.behind.store(true, Ordering::SeqCst);
+        } else if self.tx.send(json).is_err() {
+            self.unsent.fetch_sub(size, Ordering::SeqCst);
+        }
+    }
+}
 
 impl OutputSink for NoticeSink {
     fn stdout(&self, chunk: &str, timestamp_ns: u64) {
-        let _ = self.0.send(OutputNotice::Stdout {
+        self.send(OutputNotice::Stdout {
             text: chunk.to_owned(),
             timestamp: timestamp_ns,
         });
     }
 
     fn stderr(&self, chunk: &str, timestamp_ns: u64) {
-        let _ = self.0.send(OutputNotice::Stderr {
+        self.send(OutputNotice::Stderr {
             text: chunk.to_owned(),
             timestamp: timestamp_ns,
         });
     }
 
     fn result(&self, item: &CodeExecutionResultItem) {
-        let _ = self.0.send(OutputNotice::Result { item: bundle(item) });
+        self.send(OutputNotice::Result { item: bundle(item) });
     }
 
     fn error(&self, error: &ErrorInfo) {
-        let _ = self.0.send(OutputNotice::Error {
+        self.send(OutputNotice::Error {
             error: error.clone(),
         });
     }
@@ -324,6 +370,34 @@ pub fn run_answer(result: &CodeExecutionResult) -> CallToolResult {
 mod tests {
     use super::*;
     use codebay_core::Logs;
+
+    #[test]
+    fn a_client_behind_gets_a_prefix_of_the_output_and_no_more() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let unsent = Arc::new(AtomicUsize::new(0));
+        let sink = NoticeSink {
+            tx,
+            unsent: unsent.clone(),
+            behind: AtomicBool::new(false),
+        };
+        let chunk = "x".repeat(64 * 1024);
+        for i in 0..100 {
+            sink.stdout(&format!("{i:03}{chunk}"), 0);
+        }
+        let queued: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert!(unsent.load(Ordering::SeqCst) <= UNSENT_NOTICE_BYTES);
+        assert!(queued.len() > 10 && queued.len() < 100, "{}", queued.len());
+        for (i, notice) in queued.iter().enumerate() {
+            assert!(
+                notice.contains(&format!("\"{i:03}x")),
+                "in order, none missing"
+            );
+        }
+        // Caught up again, it still gets nothing more: no hole in what it has.
+        unsent.store(0, Ordering::SeqCst);
+        sink.stdout("later", 0);
+        assert!(rx.try_recv().is_err());
+    }
 
     #[test]
     fn a_run_answers_its_backend_json_with_images_beside() {

@@ -147,7 +147,7 @@ pub async fn serve_http(
         .route_service("/mcp", mcp)
         .layer(middleware::from_fn_with_state(activity.clone(), watch))
         .layer(middleware::from_fn_with_state(
-            options.max_body,
+            Bodies::new(options.max_body),
             check_json_rpc,
         ));
     let guarded = Router::new()
@@ -255,30 +255,90 @@ fn json_rpc_error(status: StatusCode, code: i32, message: String) -> Response {
         .expect("a valid response")
 }
 
+/// Bodies up to this size are read without counting against [`Bodies`]' budget: what
+/// they hold is bounded by the connections a client may open.
+const SMALL_BODY: usize = 64 * 1024;
+
+/// How long a request's body may take to arrive: an upload that stalls holds its
+/// buffer, and is dropped at this deadline.
+const BODY_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The POST bodies being read and parsed at once. Their bytes past [`SMALL_BODY`]
+/// draw on a budget of twice the body limit: a client that starts large uploads and
+/// never finishes them gets 503s instead of the server's memory.
+#[derive(Clone)]
+struct Bodies {
+    max: usize,
+    budget: Arc<tokio::sync::Semaphore>,
+}
+
+impl Bodies {
+    fn new(max: usize) -> Bodies {
+        let budget = max
+            .saturating_mul(2)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        Bodies {
+            max,
+            budget: Arc::new(tokio::sync::Semaphore::new(budget)),
+        }
+    }
+}
+
+enum BodyRefused {
+    TooLarge,
+    Busy,
+    Slow,
+    Broken,
+}
+
 /// A POST body that is not JSON-RPC is answered as JSON-RPC says (`-32700` parse
 /// error, `-32600` invalid request), not with rmcp's plain text. The body is read
 /// whole first, so the 413 of one too large reaches the client before the
 /// connection closes.
 async fn check_json_rpc(
-    Extract(max_body): Extract<usize>,
+    Extract(bodies): Extract<Bodies>,
     request: Request,
     next: Next,
 ) -> Response {
     if request.method() != axum::http::Method::POST {
         return next.run(request).await;
     }
+    let max_body = bodies.max;
     let (mut parts, body) = request.into_parts();
-    let Some(bytes) = read_body(body, max_body).await else {
-        return json_rpc_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            -32600,
-            format!("the request body is larger than this server's limit of {max_body} bytes (--max-body)"),
-        );
+    let read = tokio::time::timeout(BODY_DEADLINE, read_body(body, &bodies)).await;
+    // Held until rmcp has parsed the body too (it has, once it answers the headers).
+    let (bytes, _held) = match read.unwrap_or(Err(BodyRefused::Slow)) {
+        Ok(read) => read,
+        Err(BodyRefused::TooLarge) => {
+            return json_rpc_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                -32600,
+                format!("the request body is larger than this server's limit of {max_body} bytes (--max-body)"),
+            )
+        }
+        Err(BodyRefused::Busy) => {
+            return json_rpc_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                -32001,
+                "the server is reading as many large requests as it takes at once; try again".into(),
+            )
+        }
+        Err(BodyRefused::Slow) => {
+            return json_rpc_error(
+                StatusCode::REQUEST_TIMEOUT,
+                -32600,
+                format!("the request body did not arrive within {} s", BODY_DEADLINE.as_secs()),
+            )
+        }
+        Err(BodyRefused::Broken) => {
+            return json_rpc_error(StatusCode::BAD_REQUEST, -32600, "the request body broke off".into())
+        }
     };
-    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
-        return json_rpc_error(StatusCode::BAD_REQUEST, -32700, format!("Parse error: {e}"));
-    }
+    // One parse: a syntax error is a parse error, anything else not MCP's.
     match serde_json::from_slice::<rmcp::model::ClientJsonRpcMessage>(&bytes) {
+        Err(e) if e.is_syntax() || e.is_eof() => {
+            return json_rpc_error(StatusCode::BAD_REQUEST, -32700, format!("Parse error: {e}"))
+        }
         Err(e) => {
             return json_rpc_error(
                 StatusCode::BAD_REQUEST,
@@ -295,24 +355,48 @@ async fn check_json_rpc(
         .await
 }
 
-/// The body, or None past `max`. What is past the limit is still read (and
-/// dropped) up to [`DRAIN_CAP`] more: a server that stops reading mid-upload closes
-/// the connection under the client, which then sees EPIPE instead of the 413.
-async fn read_body(body: Body, max: usize) -> Option<axum::body::Bytes> {
+/// The body, and the budget its bytes past [`SMALL_BODY`] hold. What is past the
+/// limit is still read (and dropped) up to [`DRAIN_CAP`] more: a server that stops
+/// reading mid-upload closes the connection under the client, which then sees EPIPE
+/// instead of the 413.
+async fn read_body(
+    body: Body,
+    bodies: &Bodies,
+) -> Result<(axum::body::Bytes, Option<tokio::sync::OwnedSemaphorePermit>), BodyRefused> {
     let mut stream = body.into_data_stream();
     let mut kept = Vec::new();
+    let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
     let mut seen = 0usize;
     while let Some(chunk) = stream.next().await {
-        let Ok(chunk) = chunk else { return None };
+        let chunk = chunk.map_err(|_| BodyRefused::Broken)?;
         seen = seen.saturating_add(chunk.len());
-        if seen > max.saturating_add(DRAIN_CAP) {
-            return None;
+        if seen > bodies.max.saturating_add(DRAIN_CAP) {
+            return Err(BodyRefused::TooLarge);
         }
-        if seen <= max {
-            kept.extend_from_slice(&chunk);
+        if seen > bodies.max {
+            // Past the limit nothing more is kept; what was is let go now.
+            kept = Vec::new();
+            held = None;
+            continue;
         }
+        let over = seen.saturating_sub(SMALL_BODY).min(chunk.len());
+        if over > 0 {
+            let permit = bodies
+                .budget
+                .clone()
+                .try_acquire_many_owned(over as u32)
+                .map_err(|_| BodyRefused::Busy)?;
+            match held.as_mut() {
+                Some(h) => h.merge(permit),
+                None => held = Some(permit),
+            }
+        }
+        kept.extend_from_slice(&chunk);
     }
-    (seen <= max).then(|| kept.into())
+    if seen > bodies.max {
+        return Err(BodyRefused::TooLarge);
+    }
+    Ok((kept.into(), held))
 }
 
 /// Compares in time that depends on the lengths only, never on where they differ.

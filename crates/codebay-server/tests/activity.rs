@@ -331,3 +331,32 @@ async fn a_dropped_run_is_cancelled_unless_resumed_and_a_run_keeps_its_session()
 
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_request_with_an_id_in_flight_is_refused() {
+    let runs = Arc::new(Runs::default());
+    let server = serve_http(
+        ServeOptions {
+            listen: "127.0.0.1:0".into(),
+            ..Default::default()
+        },
+        Arc::new(Factory(runs.clone())),
+    )
+    .await
+    .unwrap();
+    let client = start_session(&server, runs.clone()).await;
+    let (first, _) = client.start(9, "block-first").await;
+    let mut second = client.post(9, "print(1)").await;
+    let refused = read_until(&mut second, "in flight").await;
+    assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
+    assert!(refused.contains("\"id\":9"), "{refused}");
+    assert!(!runs.cancelled("block-first"), "the first is untouched");
+    drop(first);
+    until("block-first to be cancelled", || {
+        runs.cancelled("block-first")
+    })
+    .await;
+    let mut again = client.post(9, "print(1)").await;
+    read_until(&mut again, "quick").await;
+    server.shutdown().await;
+}

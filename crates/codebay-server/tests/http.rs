@@ -142,3 +142,49 @@ async fn a_public_bind_needs_a_key() {
     .unwrap();
     assert!(err.contains("without an API key"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_large_uploads_get_503_not_the_memory() {
+    const MAX: usize = 1024 * 1024;
+    let server = serve_http(
+        ServeOptions {
+            listen: "127.0.0.1:0".into(),
+            max_body: MAX,
+            ..Default::default()
+        },
+        Arc::new(Counting::default()),
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    // Each says MAX and sends 900 KiB, then stalls: the budget (2 x MAX, past the
+    // first 64 KiB of each) holds two, and no more.
+    let part = vec![b' '; 900 * 1024];
+    let mut stalled = Vec::new();
+    let mut refused = None;
+    for _ in 0..4 {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+             Accept: application/json, text/event-stream\r\nContent-Length: {MAX}\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&part).await.unwrap();
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(std::time::Duration::from_secs(3), stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {
+                refused = Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+                break;
+            }
+            _ => stalled.push(stream),
+        }
+    }
+    let refused = refused.expect("a stalled upload past the budget is refused");
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert_eq!(stalled.len(), 2, "two fit in the budget");
+    // Small requests are not held up by it.
+    let ok = http(addr, post(INIT, "")).await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    drop(stalled);
+    server.shutdown().await;
+}
