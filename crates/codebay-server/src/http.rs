@@ -23,6 +23,7 @@ use crate::activity::{watch, Activity, PostedRequest, RESUME_GRACE};
 use crate::handler::Handler;
 use crate::sessions::State;
 use crate::{SandboxFactory, ServeOptions};
+use rmcp::transport::common::http_header::HEADER_SESSION_ID;
 
 /// How long a stop waits for connections to finish before it drops them.
 const STOP_GRACE: Duration = Duration::from_secs(3);
@@ -270,6 +271,9 @@ const BODY_DEADLINE: Duration = Duration::from_secs(30);
 struct Bodies {
     max: usize,
     budget: Arc<tokio::sync::Semaphore>,
+    /// One large body is parsed at a time (here, then by rmcp): a JSON value takes
+    /// many times its text's bytes (a 16 MiB `[0,0,…]` about 1.9 GB).
+    parsing: Arc<tokio::sync::Semaphore>,
 }
 
 impl Bodies {
@@ -280,8 +284,15 @@ impl Bodies {
         Bodies {
             max,
             budget: Arc::new(tokio::sync::Semaphore::new(budget)),
+            parsing: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
+}
+
+/// Just enough of a JSON-RPC message to route it (the rest is skipped, not built).
+#[derive(serde::Deserialize)]
+struct Envelope {
+    method: Option<String>,
 }
 
 enum BodyRefused {
@@ -334,8 +345,50 @@ async fn check_json_rpc(
             return json_rpc_error(StatusCode::BAD_REQUEST, -32600, "the request body broke off".into())
         }
     };
+    // Outside a session only an `initialize` is taken: refused before a full parse.
+    let in_session = parts.headers.contains_key(HEADER_SESSION_ID);
+    if !in_session {
+        if let Ok(Envelope {
+            method: Some(method),
+        }) = serde_json::from_slice(&bytes)
+        {
+            if method != "initialize" {
+                return json_rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    -32600,
+                    format!(
+                        "Bad Request: {method} needs the Mcp-Session-Id of an initialized session"
+                    ),
+                );
+            }
+        }
+    }
+    let _parsing = if bytes.len() > SMALL_BODY {
+        Some(
+            bodies
+                .parsing
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("never closed"),
+        )
+    } else {
+        None
+    };
+    // Off the async threads: a large body takes seconds to parse.
+    let (bytes, parsed) = if bytes.len() > SMALL_BODY {
+        tokio::task::spawn_blocking(move || {
+            let parsed = serde_json::from_slice::<rmcp::model::ClientJsonRpcMessage>(&bytes);
+            (bytes, parsed)
+        })
+        .await
+        .expect("parsing does not panic")
+    } else {
+        let parsed = serde_json::from_slice::<rmcp::model::ClientJsonRpcMessage>(&bytes);
+        (bytes, parsed)
+    };
     // One parse: a syntax error is a parse error, anything else not MCP's.
-    match serde_json::from_slice::<rmcp::model::ClientJsonRpcMessage>(&bytes) {
+    match parsed {
         Err(e) if e.is_syntax() || e.is_eof() => {
             return json_rpc_error(StatusCode::BAD_REQUEST, -32700, format!("Parse error: {e}"))
         }
