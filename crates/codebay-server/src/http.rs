@@ -160,15 +160,7 @@ pub async fn serve_http(
         .merge(guarded)
         .with_state(web);
     let until = stop.clone();
-    let task = tokio::spawn(async move {
-        let listener = axum::serve::ListenerExt::tap_io(listener, tune);
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(until.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            eprintln!("codebay serve: {e}");
-        }
-    });
+    let task = tokio::spawn(accept(listener, app, until));
     Ok(HttpServer {
         local_addr,
         stop,
@@ -176,6 +168,66 @@ pub async fn serve_http(
         activity,
         task: tokio::sync::Mutex::new(Some(task)),
     })
+}
+
+/// How long a client may take to send a request's headers. Without it, connections
+/// trickling a header line now and then (slowloris) held their descriptors for as
+/// long as they liked: 21,000 of them took the server to its open-file limit.
+const HEADER_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The connections served at once: three quarters of the open-file limit, so that
+/// the sandboxes' pipes and files always have the rest. Past it, new connections wait
+/// in the listen backlog until one ends.
+fn max_connections() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur.min(1 << 20) as usize
+    } else {
+        1024
+    };
+    (soft / 4 * 3).max(64)
+}
+
+/// Serves `app` on each connection accepted until `stop`, then waits for the
+/// connections to end (the caller bounds that wait).
+async fn accept(listener: tokio::net::TcpListener, app: Router, stop: CancellationToken) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections()));
+    let timer = hyper_util::rt::TokioTimer::new();
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("never closed"),
+            _ = stop.cancelled() => break,
+        };
+        let mut tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                // Out of descriptors or the like: the next accept may work.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => break,
+        };
+        tune(&mut tcp);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(timer.clone())
+            .header_read_timeout(HEADER_DEADLINE)
+            .serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 fn tune(tcp: &mut tokio::net::TcpStream) {

@@ -188,3 +188,52 @@ async fn stalled_large_uploads_get_503_not_the_memory() {
     drop(stalled);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_trickling_its_headers_is_cut_off() {
+    let server = serve_http(
+        ServeOptions {
+            listen: "127.0.0.1:0".into(),
+            ..Default::default()
+        },
+        Arc::new(Counting::default()),
+    )
+    .await
+    .unwrap();
+    let mut slow = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    slow.write_all(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    // One more header line every 2 s, never the end of the headers.
+    let trickle = async {
+        for i in 0.. {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            if slow
+                .write_all(format!("X-Slow-{i}: 1\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let mut buf = [0u8; 256];
+            match tokio::time::timeout(std::time::Duration::from_millis(10), slow.read(&mut buf))
+                .await
+            {
+                Ok(Ok(_)) | Ok(Err(_)) => return, // answered (408) or closed
+                Err(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), trickle)
+        .await
+        .expect("the connection was cut off");
+    let health = http(
+        server.local_addr(),
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into(),
+    )
+    .await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    server.shutdown().await;
+}
