@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use codebay_core::{BoxFuture, McpToolResult, Session};
-use codebay_server::{serve_http, SandboxFactory, ServeOptions};
+use codebay_server::{serve_http, HttpServer, SandboxFactory, ServeOptions};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -128,34 +128,26 @@ async fn keys_limits_and_sessions() {
     assert_eq!(server.sessions_open(), 0);
 }
 
+/// A server of fake sandboxes listening on `listen`.
+async fn serve_on(listen: &str, max_body: Option<usize>) -> Result<HttpServer, String> {
+    let mut options = ServeOptions {
+        listen: listen.into(),
+        ..Default::default()
+    };
+    options.max_body = max_body.unwrap_or(options.max_body);
+    serve_http(options, Arc::new(Counting::default())).await
+}
+
 #[tokio::test]
 async fn a_public_bind_needs_a_key() {
-    let err = serve_http(
-        ServeOptions {
-            listen: "0.0.0.0:0".into(),
-            ..Default::default()
-        },
-        Arc::new(Counting::default()),
-    )
-    .await
-    .err()
-    .unwrap();
+    let err = serve_on("0.0.0.0:0", None).await.err().unwrap();
     assert!(err.contains("without an API key"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_large_uploads_get_503_not_the_memory() {
     const MAX: usize = 1024 * 1024;
-    let server = serve_http(
-        ServeOptions {
-            listen: "127.0.0.1:0".into(),
-            max_body: MAX,
-            ..Default::default()
-        },
-        Arc::new(Counting::default()),
-    )
-    .await
-    .unwrap();
+    let server = serve_on("127.0.0.1:0", Some(MAX)).await.unwrap();
     let addr = server.local_addr();
     // Each says MAX and sends 900 KiB, then stalls: the budget (2 x MAX, past the
     // first 64 KiB of each) holds two, and no more.
@@ -191,15 +183,7 @@ async fn stalled_large_uploads_get_503_not_the_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_trickling_its_headers_is_cut_off() {
-    let server = serve_http(
-        ServeOptions {
-            listen: "127.0.0.1:0".into(),
-            ..Default::default()
-        },
-        Arc::new(Counting::default()),
-    )
-    .await
-    .unwrap();
+    let server = serve_on("127.0.0.1:0", None).await.unwrap();
     let mut slow = tokio::net::TcpStream::connect(server.local_addr())
         .await
         .unwrap();
