@@ -369,19 +369,14 @@ fn session_gone() -> Response {
 /// JSON-RPC ids must be unique among a session's requests in flight: a second one
 /// would get no answer of its own.
 fn duplicate_id(id: RequestId) -> Response {
-    let body = serde_json::json!({
-        "jsonrpc": "2.0",
-        "id": id,
-        "error": {
-            "code": -32600,
-            "message": format!("Invalid request: a request with id {id} is still in flight in this session"),
-        },
-    });
-    Response::builder()
-        .status(axum::http::StatusCode::BAD_REQUEST)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body.to_string()))
-        .expect("a valid response")
+    let message =
+        format!("Invalid request: a request with id {id} is still in flight in this session");
+    crate::http::json_rpc_error_of(
+        Some(id),
+        axum::http::StatusCode::BAD_REQUEST,
+        -32600,
+        message,
+    )
 }
 
 /// Sees every `/mcp` request: the session an `initialize` made, each use of a

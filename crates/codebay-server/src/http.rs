@@ -296,9 +296,19 @@ async fn authorize(Extract(web): Extract<Web>, request: Request, next: Next) -> 
 }
 
 fn json_rpc_error(status: StatusCode, code: i32, message: String) -> Response {
+    json_rpc_error_of(None, status, code, message)
+}
+
+/// A JSON-RPC error answer, to the request `id` (`null` when it is not known).
+pub(crate) fn json_rpc_error_of(
+    id: Option<rmcp::model::RequestId>,
+    status: StatusCode,
+    code: i32,
+    message: String,
+) -> Response {
     let body = serde_json::json!({
         "jsonrpc": "2.0",
-        "id": null,
+        "id": id,
         "error": { "code": code, "message": message },
     });
     Response::builder()
