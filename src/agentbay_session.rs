@@ -112,18 +112,16 @@ impl AgentBaySession {
         args: Unknown,
         auto_gen_session: Unknown,
     ) -> Result<PromiseRaw<'env, McpToolResult>> {
-        let (tool_name, args) = match convert::tool_call(env, &tool_name, &args)? {
-            Ok(call) => call,
-            Err(refusal) => {
-                let refused = CoreToolResult::failed(refusal, String::new());
-                return PromiseRaw::resolve(env, refused.into());
-            }
-        };
         let auto_gen = errors::is(&auto_gen_session, ValueType::Boolean)
             // SAFETY: just checked to be a boolean of this env.
             && unsafe { bool::from_napi_value(env.raw(), auto_gen_session.raw()) }.unwrap_or(false);
-        let call = self.inner.call(&tool_name, &args, auto_gen);
-        env.spawn_future(async move { Ok(call.await.into()) })
+        convert::call_mcp_tool(
+            env,
+            &tool_name,
+            &args,
+            |refusal| CoreToolResult::failed(refusal, String::new()),
+            |name, args| self.inner.call(name, &args, auto_gen),
+        )
     }
 
     /// The API key the session calls with.

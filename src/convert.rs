@@ -61,9 +61,27 @@ fn non_finite_option(env: &Env, options: &Unknown) -> Option<CodebayError> {
     None
 }
 
+/// `callMcpTool(toolName, args)` of every session class: bad input resolves with
+/// `refuse`'s failed result (never a throw), good input with what `call` answers.
+pub fn call_mcp_tool<'env>(
+    env: &'env Env,
+    tool_name: &Unknown,
+    args: &Unknown,
+    refuse: impl FnOnce(String) -> codebay_core::McpToolResult,
+    call: impl FnOnce(&str, Value) -> codebay_core::BoxFuture<codebay_core::McpToolResult>,
+) -> Result<PromiseRaw<'env, crate::types::McpToolResult>> {
+    match tool_call(env, tool_name, args)? {
+        Ok((tool_name, args)) => {
+            let call = call(&tool_name, args);
+            env.spawn_future(async move { Ok(call.await.into()) })
+        }
+        Err(refusal) => PromiseRaw::resolve(env, refuse(refusal).into()),
+    }
+}
+
 /// `callMcpTool(toolName, args)` read by hand: a tool server answers bad input with a
 /// failed result, never a throw, so what is wrong is the `Err` text.
-pub fn tool_call(
+fn tool_call(
     env: &Env,
     tool_name: &Unknown,
     args: &Unknown,

@@ -79,13 +79,14 @@ impl LocalSession {
         args: Unknown,
         _auto_gen_session: Unknown,
     ) -> Result<PromiseRaw<'env, McpToolResult>> {
-        let (tool_name, args) = match crate::convert::tool_call(env, &tool_name, &args)? {
-            Ok(call) => call,
-            Err(refusal) => return PromiseRaw::resolve(env, self.inner.refuse(refusal).into()),
-        };
-        // Called synchronously so that runs are queued in the order of these calls.
-        let call = self.inner.call_tool_now(&tool_name, &args);
-        env.spawn_future(async move { Ok(call.await.into()) })
+        crate::convert::call_mcp_tool(
+            env,
+            &tool_name,
+            &args,
+            |refusal| self.inner.refuse(refusal),
+            // Called synchronously so that runs are queued in the order of these calls.
+            |name, args| self.inner.call_tool_now(name, &args),
+        )
     }
 
     /// `''`: a local session needs no key.

@@ -67,15 +67,13 @@ impl RemoteSession {
         args: Unknown,
         _auto_gen_session: Unknown,
     ) -> Result<PromiseRaw<'env, McpToolResult>> {
-        let (tool_name, args) = match convert::tool_call(env, &tool_name, &args)? {
-            Ok(call) => call,
-            Err(refusal) => {
-                let refused = CoreToolResult::failed(refusal, String::new());
-                return PromiseRaw::resolve(env, refused.into());
-            }
-        };
-        let call = self.inner.call(&tool_name, args);
-        env.spawn_future(async move { Ok(call.await.into()) })
+        convert::call_mcp_tool(
+            env,
+            &tool_name,
+            &args,
+            |refusal| CoreToolResult::failed(refusal, String::new()),
+            |name, args| self.inner.call(name, args),
+        )
     }
 
     /// The API key the session calls with.
