@@ -64,49 +64,42 @@ impl Metrics {
 
     pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::new();
-        head(
-            &mut out,
-            "codebay_sessions_open",
-            "gauge",
-            "MCP sessions with a sandbox open.",
-        );
-        let _ = writeln!(out, "codebay_sessions_open {}", gauges.sessions_open);
-        head(
-            &mut out,
-            "codebay_sessions_max",
-            "gauge",
-            "The most sessions this server opens at once (--max-sessions).",
-        );
-        let _ = writeln!(out, "codebay_sessions_max {}", gauges.max_sessions);
-        head(
-            &mut out,
-            "codebay_sessions_refused_total",
-            "counter",
-            "New sessions refused because the server was full.",
-        );
-        let _ = writeln!(
-            out,
-            "codebay_sessions_refused_total {}",
-            self.sessions_refused.load(Ordering::Relaxed)
-        );
-        head(
-            &mut out,
-            "codebay_pool_sandboxes",
-            "gauge",
-            "Sandboxes built ahead, waiting in the pool.",
-        );
-        let _ = writeln!(out, "codebay_pool_sandboxes {}", gauges.pool_ready);
-        head(
-            &mut out,
-            "codebay_runs_total",
-            "counter",
-            "run_code calls that ran.",
-        );
-        let _ = writeln!(
-            out,
-            "codebay_runs_total {}",
-            self.runs.load(Ordering::Relaxed)
-        );
+        let scalars: [(&str, &str, &str, u64); 5] = [
+            (
+                "codebay_sessions_open",
+                "gauge",
+                "MCP sessions with a sandbox open.",
+                gauges.sessions_open as u64,
+            ),
+            (
+                "codebay_sessions_max",
+                "gauge",
+                "The most sessions this server opens at once (--max-sessions).",
+                gauges.max_sessions as u64,
+            ),
+            (
+                "codebay_sessions_refused_total",
+                "counter",
+                "New sessions refused because the server was full.",
+                self.sessions_refused.load(Ordering::Relaxed),
+            ),
+            (
+                "codebay_pool_sandboxes",
+                "gauge",
+                "Sandboxes built ahead, waiting in the pool.",
+                gauges.pool_ready as u64,
+            ),
+            (
+                "codebay_runs_total",
+                "counter",
+                "run_code calls that ran.",
+                self.runs.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in scalars {
+            head(&mut out, name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
+        }
         head(
             &mut out,
             "codebay_run_failures_total",
