@@ -202,9 +202,17 @@ impl Activity {
         });
     }
 
-    /// The request is over: answered, or given up.
-    fn end(&self, ticket: &Ticket) -> bool {
+    /// The request is over: answered.
+    fn end(&self, ticket: &Ticket) {
+        self.end_if(ticket, |_| true);
+    }
+
+    /// Ends the request if `over` says so, checked under the same lock; whether it did.
+    fn end_if(&self, ticket: &Ticket, over: impl FnOnce(&InFlight) -> bool) -> bool {
         self.with(ticket, |seen| {
+            if !over(Self::request(seen, ticket)) {
+                return None;
+            }
             seen.in_flight.remove(&ticket.request);
             seen.last_used = Some(Instant::now());
             Some(())
@@ -254,17 +262,9 @@ impl Activity {
             }
             // Checked and taken out under one lock: a resume is either before (and
             // keeps it) or after (and finds it gone).
-            let given_up = me
-                .with(&ticket, |seen| {
-                    let r = Self::request(seen, &ticket);
-                    if r.readers > 0 || generation.is_some_and(|g| g != r.generation) {
-                        return None;
-                    }
-                    seen.in_flight.remove(&ticket.request);
-                    seen.last_used = Some(Instant::now());
-                    Some(())
-                })
-                .is_some();
+            let given_up = me.end_if(&ticket, |r| {
+                r.readers == 0 && generation.is_none_or(|g| g == r.generation)
+            });
             if given_up {
                 me.cancel(&ticket.session, ticket.request).await;
             }
